@@ -1,0 +1,125 @@
+"""`python -m playground <command>`: a thin layer of argument parsing over the services."""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+import sys
+from pathlib import Path
+
+from playground.config import DEVICES, DTYPES, Settings, build_lineup, default_cache_dir
+from playground.errors import PlaygroundError
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+BENCHMARKS = ("generation",)
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr, so that stdout carries only the command's answer."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except PlaygroundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--config", type=Path, help="lineup TOML file (default: the base plus every adapter in adapters/)")
+    model.add_argument("--base", help="base model: 'default', a model folder, a .gguf file, or a hub id")
+    model.add_argument("--dtype", choices=DTYPES, help="weights' dtype (default bfloat16)")
+    model.add_argument("--device", choices=DEVICES, help="auto, cpu or cuda (default auto)")
+    model.add_argument(
+        "--cache-dir", type=Path, default=None, help="where converted models are cached ($PLAYGROUND_CACHE_DIR)"
+    )
+
+    parser = argparse.ArgumentParser(prog="python -m playground", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", parents=[model], help="start the web app")
+    serve.add_argument("--db", type=Path, default=Path("feedback.db"), help="feedback database file")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=7860, help="listen port (default 7860)")
+    serve.set_defaults(run=serve_command)
+
+    generate = commands.add_parser("generate", parents=[model], help="print one variant's answer to a prompt")
+    generate.add_argument("--variant", default="base", help="variant name from the lineup (default base)")
+    generate.add_argument("--max-new-tokens", type=int, default=128)
+    generate.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=0)
+    generate.add_argument("--repetition-penalty", type=float, default=1.0)
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--stop", action="append", default=[], help="a string that ends the answer (repeatable)")
+    generate.add_argument("prompt", help="the user's message")
+    generate.set_defaults(run=generate_command)
+
+    bench = commands.add_parser("bench", parents=[model], help="run a benchmark and print its results")
+    bench.add_argument("name", choices=BENCHMARKS)
+    bench.add_argument("--json", action="store_true", help="print one JSON object (the only output format)")
+    bench.add_argument("--tokens", type=int, default=64, help="tokens to generate per measurement")
+    bench.set_defaults(run=bench_command)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    lineup = build_lineup(args.config, args.base, args.dtype, args.device)
+    extra = {k: getattr(args, k) for k in ("db", "host", "port") if hasattr(args, k)}
+    return Settings(lineup=lineup, cache_dir=args.cache_dir or default_cache_dir(), **extra)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from playground.models.runtime import Runtime
+    from playground.ui.app import build_app
+
+    settings = settings_from(args)
+    log(settings.describe())
+    runtime = Runtime.from_lineup(settings.lineup, settings.cache_dir, log)
+    app = build_app(runtime, settings.lineup)
+    log(f"open http://{settings.host}:{settings.port} in a browser (Ctrl+C stops)")
+    app.queue(default_concurrency_limit=1).launch(
+        server_name=settings.host, server_port=settings.port, show_error=False, quiet=True
+    )
+    return 0
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from playground.models.generation import SamplingSettings, generate_one
+    from playground.models.runtime import Runtime
+    from playground.prompting import render
+
+    settings = settings_from(args)
+    variant = settings.lineup.variant(args.variant)
+    lineup = replace(settings.lineup, variants=(variant,))  # load only the adapter this answer needs
+    sampling = SamplingSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+        stop=tuple(args.stop),
+    ).validate()
+    runtime = Runtime.from_lineup(lineup, settings.cache_dir, log)
+    prompt = render([{"role": "user", "content": args.prompt}], variant.format)
+    answer = generate_one(runtime, prompt, variant.name if variant.adapter else None, sampling)
+    print(answer.text)
+    return 0
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    program = BENCH_DIR / f"{args.name}.py"
+    if not program.is_file():
+        raise PlaygroundError(f"{program} is missing; run benchmarks from a checkout of the repository")
+    settings = settings_from(args)
+    return runpy.run_path(str(program))["main"](settings, tokens=args.tokens, log=log)

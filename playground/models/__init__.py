@@ -1,0 +1,1 @@
+"""Model sources, the runtime (one base, named adapters) and side-by-side generation."""

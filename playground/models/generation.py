@@ -1,0 +1,209 @@
+"""Side-by-side generation: one batched `generate` over several adapters, each row streamed to its own column."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from playground.errors import GenerationError
+from playground.models.runtime import Runtime
+
+END_OF_TURN = "<end_of_turn>"  # Gemma's chat turn end; chat variants stop there
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How tokens are chosen. temperature 0 means greedy."""
+
+    max_new_tokens: int = 128  # answer length cap, in tokens
+    min_new_tokens: int = 0  # end-of-sequence is ignored before this many tokens (benchmarks use it)
+    temperature: float = 0.0  # 0 = greedy (deterministic); higher = more varied
+    top_p: float = 1.0  # nucleus sampling: keep the smallest set of tokens with this much probability
+    top_k: int = 0  # keep only the k likeliest tokens; 0 = no limit
+    repetition_penalty: float = 1.0  # >1 discourages repeating earlier tokens
+    seed: int | None = None  # fixes sampling for reproducible runs
+    stop: tuple[str, ...] = ()  # extra strings that end an answer (not included in it)
+
+    def validate(self) -> "SamplingSettings":
+        checks = [
+            (1 <= self.max_new_tokens <= 4096, "max_new_tokens", "between 1 and 4096"),
+            (0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens", "between 0 and max_new_tokens"),
+            (0 <= self.temperature <= 5, "temperature", "between 0 (greedy) and 5"),
+            (0 < self.top_p <= 1, "top_p", "above 0 and at most 1"),
+            (0 <= self.top_k <= 1000, "top_k", "between 0 (off) and 1000"),
+            (0.5 <= self.repetition_penalty <= 2, "repetition_penalty", "between 0.5 and 2 (1 = off)"),
+        ]
+        for ok, name, allowed in checks:
+            if not ok:
+                raise GenerationError(f"{name} = {getattr(self, name)!r} is out of range; use a value {allowed}")
+        if any(not s for s in self.stop):
+            raise GenerationError("an empty stop string would end every answer at once; remove it")
+        return self
+
+    def generate_kwargs(self) -> dict:
+        if self.temperature == 0:
+            return {"do_sample": False, "repetition_penalty": self.repetition_penalty}
+        return {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k or None,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+
+@dataclass
+class Column:
+    """One row's answer so far."""
+
+    text: str = ""
+    tokens: list[int] = field(default_factory=list)
+    finish: str | None = None  # None while running; then "eos", "stop", "length" or "cancelled"
+    first_token_s: float | None = None  # seconds from the request to this row's first token
+
+
+class _ColumnStreamer(BaseStreamer):
+    """generate() hands us the prompt, then one (batch,) tensor of new tokens per step; we split it by row.
+
+    transformers' own streamers accept batch size 1 only.
+    """
+
+    def __init__(self, tokenizer, rows: int, stop_ids: set[int], stop_strings: tuple[str, ...], started: float):
+        self.tokenizer = tokenizer
+        self.columns = [Column() for _ in range(rows)]
+        self.stop_ids = stop_ids
+        self.stop_strings = stop_strings
+        self.started = started
+        self.updates: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # the first call carries the prompt ids
+            self._prompt_seen = True
+            return
+        step_tokens = value.reshape(len(self.columns), -1)[:, -1].tolist()  # (batch,)
+        now = time.perf_counter() - self.started
+        for column, token in zip(self.columns, step_tokens):
+            if column.finish is not None:
+                continue  # generate pads rows that already ended
+            if column.first_token_s is None:
+                column.first_token_s = now
+            if token in self.stop_ids:
+                column.finish = "eos"
+                continue
+            column.tokens.append(token)
+            column.text = self.tokenizer.decode(column.tokens, skip_special_tokens=True)
+            for stop in self.stop_strings:
+                cut = column.text.find(stop)
+                if cut >= 0:
+                    column.text, column.finish = column.text[:cut], "stop"
+        self.updates.put(self.snapshot())
+
+    def end(self) -> None:
+        pass  # the generating thread signals the end itself, after generate() returns or fails
+
+    def snapshot(self) -> list[Column]:
+        return [replace(c, tokens=list(c.tokens)) for c in self.columns]
+
+
+class _StopRows(StoppingCriteria):
+    """Ends rows that hit a stop string (per row), or every row when the user cancels."""
+
+    def __init__(self, streamer: _ColumnStreamer, *cancels: threading.Event):
+        self.streamer, self.cancels = streamer, cancels
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        if any(c.is_set() for c in self.cancels):
+            return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        done = [c.finish is not None for c in self.streamer.columns]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def stop_token_ids(tokenizer) -> set[int]:
+    """End of sequence and, where the vocabulary has it, end of a chat turn."""
+    ids = {tokenizer.eos_token_id}
+    turn_end = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id:
+        ids.add(turn_end)
+    return {i for i in ids if i is not None}
+
+
+def stream_side_by_side(
+    runtime: Runtime,
+    prompts: list[str],
+    adapters: list[str | None],
+    settings: SamplingSettings = SamplingSettings(),
+    cancel: threading.Event | None = None,
+) -> Iterator[list[Column]]:
+    """Generate every (prompt, adapter) row in ONE batched generate call; yield all columns after each step.
+
+    `adapters[i]` is an adapter name loaded in the runtime, or None for the bare base.
+    Stopping the iteration early (closing the generator) cancels the generation.
+    """
+    if len(prompts) != len(adapters) or not prompts:
+        raise GenerationError("give one prompt per column, and at least one column")
+    if any(not p.strip() for p in prompts):
+        raise GenerationError("the prompt is empty; type a question or some text to continue")
+    settings.validate()
+    names = runtime.adapter_names(adapters)
+    cancel = cancel or threading.Event()
+    abandoned = threading.Event()  # set when the consumer stops listening
+    tokenizer = runtime.tokenizer
+    batch = tokenizer(prompts, return_tensors="pt", padding=True).to(runtime.device)  # (B, T), left-padded
+    started = time.perf_counter()
+    streamer = _ColumnStreamer(tokenizer, len(prompts), stop_token_ids(tokenizer), settings.stop, started)
+    kwargs = dict(
+        **batch,
+        **settings.generate_kwargs(),
+        max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=settings.min_new_tokens or None,
+        eos_token_id=sorted(stop_token_ids(tokenizer)),
+        pad_token_id=tokenizer.pad_token_id,
+        streamer=streamer,
+        stopping_criteria=StoppingCriteriaList([_StopRows(streamer, cancel, abandoned)]),
+    )
+    if runtime.adapters:
+        kwargs["adapter_names"] = names  # PEFT mixed-adapter batch: one adapter per row, "__base__" for none
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with runtime.lock, torch.inference_mode():
+                if settings.seed is not None:
+                    torch.manual_seed(settings.seed)
+                runtime.model.generate(**kwargs)
+        except BaseException as exc:  # handed to the consumer thread, which re-raises it
+            failure.append(exc)
+        finally:
+            streamer.updates.put(None)
+
+    worker = threading.Thread(target=run, name="generate", daemon=True)
+    worker.start()
+    try:
+        while (update := streamer.updates.get()) is not None:
+            yield update
+    finally:
+        abandoned.set()  # a consumer that stops listening stops the generation too
+        worker.join()
+    if failure:
+        raise failure[0]
+    final = streamer.snapshot()
+    for column in final:
+        if column.finish is None:
+            column.finish = "cancelled" if cancel.is_set() else "length"
+    yield final
+
+
+def generate_one(runtime: Runtime, prompt: str, adapter: str | None, settings: SamplingSettings = SamplingSettings()) -> Column:
+    """The whole answer of one variant."""
+    final = None
+    for final in stream_side_by_side(runtime, [prompt], [adapter], settings):
+        pass
+    return final[0]

@@ -1,0 +1,87 @@
+"""One copy of the base model in memory, with LoRA adapters attached to it by name (PEFT)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+
+from playground.config import Lineup
+from playground.errors import AdapterError
+from playground.models.adapters import AdapterInfo, check_adapter
+from playground.models.sources import LoadedBase, Log, load_base
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+class Runtime:
+    """The base model, its tokenizer, and named adapters that can be loaded and unloaded while serving."""
+
+    def __init__(self, base: LoadedBase):
+        self.base = base.model  # the plain model; PEFT injects LoRA layers into it in place
+        self.model: torch.nn.Module = base.model  # becomes a PeftModel once an adapter is loaded
+        self.tokenizer = base.tokenizer
+        self.tokenizer.padding_side = "left"  # batched decoding appends on the right
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model_id = base.model_id
+        self.origin = base.origin
+        self.adapters: dict[str, AdapterInfo] = {}
+        # Generation and adapter changes take turns: PEFT's layers must not change under a running forward.
+        self.lock = threading.RLock()
+
+    @classmethod
+    def from_lineup(cls, lineup: Lineup, cache_dir: Path, log: Log = print) -> "Runtime":
+        runtime = cls(load_base(lineup.source, lineup.dtype, lineup.device, cache_dir, log))
+        for variant in lineup.variants:
+            if variant.adapter is not None:
+                runtime.load_adapter(variant.name, variant.adapter)
+                log(f"adapter {variant.name}: {variant.adapter}")
+        return runtime
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
+    def load_adapter(self, name: str, folder: Path) -> AdapterInfo:
+        """Attach the adapter in `folder` under `name`, without reloading the base (hot-load)."""
+        from peft import PeftModel
+
+        if name == BASE or name in self.adapters:
+            raise AdapterError(f"an adapter named {name!r} is already loaded; unload it first or pick another name")
+        info = check_adapter(Path(folder), self.model_id, self.base)
+        with self.lock:
+            try:
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+                else:
+                    self.model = PeftModel.from_pretrained(self.base, str(folder), adapter_name=name, is_trainable=False)
+            except (ValueError, RuntimeError, KeyError) as exc:
+                raise AdapterError(f"PEFT could not load {folder}: {str(exc).splitlines()[0][:300]}") from None
+            self.model.eval()  # mixed-adapter batches refuse training mode
+            self.adapters[name] = info
+        return info
+
+    def unload_adapter(self, name: str) -> None:
+        """Detach an adapter; the base and the other adapters stay as they are."""
+        if name not in self.adapters:
+            raise AdapterError(f"no adapter named {name!r} is loaded; loaded: {', '.join(self.adapters) or 'none'}")
+        with self.lock:
+            if len(self.adapters) == 1:
+                self.model = self.model.unload()  # removes the LoRA layers, leaving the plain base
+            else:
+                self.model.delete_adapter(name)
+            del self.adapters[name]
+
+    def adapter_names(self, names: list[str | None]) -> list[str]:
+        """Map variant adapters (None = bare base) to PEFT's mixed-batch names, checking each is loaded."""
+        resolved = []
+        for name in names:
+            if name is None or name == BASE:
+                resolved.append(BASE)
+            elif name in self.adapters:
+                resolved.append(name)
+            else:
+                raise AdapterError(f"adapter {name!r} is not loaded; loaded: {', '.join(self.adapters) or 'none'}")
+        return resolved

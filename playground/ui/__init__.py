@@ -1,0 +1,1 @@
+"""The Gradio interface, thin over the services."""

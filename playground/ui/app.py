@@ -1,0 +1,109 @@
+"""The first page: one prompt streams into every variant's column at once, from a single event."""
+
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+
+from playground.config import Lineup
+from playground.errors import PlaygroundError
+from playground.models.generation import SamplingSettings, stream_side_by_side
+from playground.models.runtime import Runtime
+from playground.prompting import render
+
+CSS = """
+.answer-column .message { font-size: 1.05rem; }
+footer { display: none !important; }
+"""
+
+
+def message_text(content) -> str:
+    """Gradio 6 chat items hold a string or a list of content blocks; the model sees plain text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text", ""))
+    if isinstance(content, list):
+        return "".join(message_text(part) for part in content)
+    return ""
+
+
+def conversation(history: list[dict]) -> list[dict]:
+    """A column's chat history as plain {"role", "content"} turns."""
+    return [{"role": m["role"], "content": message_text(m["content"])} for m in history or []]
+
+
+def build_app(runtime: Runtime, lineup: Lineup) -> gr.Blocks:
+    variants = lineup.variants
+    with gr.Blocks(title="Alignment Playground") as app:
+        gr.Markdown(
+            f"## Alignment Playground\nBase model **{runtime.model_id}**: one prompt goes to every column at once."
+        )
+        with gr.Row(equal_height=True):
+            prompt = gr.Textbox(
+                label="Prompt", placeholder="日本の首都は / The capital of Japan is", lines=1, max_lines=8, scale=6, autofocus=True
+            )
+            with gr.Column(scale=1, min_width=120):
+                send = gr.Button("Send", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
+                clear = gr.Button("Clear")
+        with gr.Accordion("Generation settings", open=False):
+            with gr.Row():
+                max_new_tokens = gr.Slider(1, 512, value=96, step=1, label="max new tokens")
+                temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0 = greedy)")
+                top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="top p")
+                top_k = gr.Slider(0, 200, value=0, step=1, label="top k (0 = off)")
+                repetition_penalty = gr.Slider(1, 2, value=1.1, step=0.05, label="repetition penalty")
+                seed = gr.Number(value=0, precision=0, label="seed")
+        with gr.Row():
+            columns = [
+                gr.Chatbot(
+                    label=f"{v.name} · {'chat' if v.format == 'chat' else 'completion'}",
+                    height=460,
+                    elem_classes=["answer-column"],
+                    feedback_options=None,
+                )
+                for v in variants
+            ]
+
+        stop_flags: dict[str, threading.Event] = {}  # per browser session: Stop ends that session's generation
+
+        def respond(request: gr.Request, text, max_tokens, temp, p, k, penalty, seed_value, *histories):
+            settings = SamplingSettings(
+                max_new_tokens=int(max_tokens),
+                temperature=float(temp),
+                top_p=float(p),
+                top_k=int(k),
+                repetition_penalty=float(penalty),
+                seed=None if seed_value is None else int(seed_value),
+            )
+            turns = [conversation(h) + [{"role": "user", "content": text or ""}] for h in histories]
+            try:
+                prompts = [render(t, v.format) for t, v in zip(turns, variants)]
+                adapters = [v.name if v.adapter else None for v in variants]
+                shown = [t + [{"role": "assistant", "content": ""}] for t in turns]
+                cancel = stop_flags[request.session_hash] = threading.Event()
+                for step in stream_side_by_side(runtime, prompts, adapters, settings, cancel):
+                    for chat, column in zip(shown, step):
+                        chat[-1]["content"] = column.text
+                    yield ("", *shown)
+            except PlaygroundError as exc:
+                raise gr.Error(str(exc)) from None
+
+        inputs = [prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, *columns]
+        outputs = [prompt, *columns]
+        events = [
+            # One lane for both triggers: the model generates one batch at a time.
+            trigger(respond, inputs, outputs, api_name=name, concurrency_limit=1, concurrency_id="generation")
+            for trigger, name in ((send.click, "compare"), (prompt.submit, False))
+        ]
+
+        def stop_generation(request: gr.Request):
+            flag = stop_flags.get(request.session_hash)
+            if flag is not None:
+                flag.set()
+
+        stop.click(stop_generation, api_name="stop", queue=False)
+        clear.click(lambda: [[] for _ in columns], outputs=columns, api_name=False)
+    return app

@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny Gemma-3-shaped model with a locally trained tokenizer and two LoRA adapters."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # for tests/tiny.py
+
+import tiny  # noqa: E402
+
+from playground.config import Lineup, Variant  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_paths(tmp_path_factory) -> dict[str, Path]:
+    return tiny.build_all(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lineup(tiny_paths) -> Lineup:
+    """float32 so that batched and single runs can be compared exactly."""
+    return Lineup(
+        source=str(tiny_paths["base"]),
+        dtype="float32",
+        device="cpu",
+        variants=(
+            Variant("base"),
+            Variant("sft", tiny_paths["sft"], "chat"),
+            Variant("rlhf", tiny_paths["rlhf"], "chat"),
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_paths, tmp_path_factory) -> Path:
+    """The same lineup as a TOML file, as a user would write it."""
+    path = tmp_path_factory.mktemp("config") / "lineup.toml"
+    path.write_text(
+        f"""
+[base]
+source = "{tiny_paths['base']}"
+dtype = "float32"
+device = "cpu"
+
+[[variant]]
+name = "base"
+format = "plain"
+
+[[variant]]
+name = "sft"
+adapter = "{tiny_paths['sft']}"
+format = "chat"
+
+[[variant]]
+name = "rlhf"
+adapter = "{tiny_paths['rlhf']}"
+format = "chat"
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def runtime(tiny_lineup, tmp_path):
+    """A fresh runtime per test: tests load and unload adapters."""
+    from playground.models.runtime import Runtime
+
+    return Runtime.from_lineup(tiny_lineup, tmp_path / "cache", log=lambda message: None)

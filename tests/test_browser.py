@@ -1,0 +1,51 @@
+"""The first page in a real headless Chromium: type a prompt, see every column answer."""
+
+import os
+import shutil
+
+import pytest
+
+from conftest import REPO
+from test_app import server  # noqa: F401  (fixture)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+# CI sets PLAYGROUND_REQUIRE_BROWSER so that a missing browser fails there instead of skipping.
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and not os.environ.get("PLAYGROUND_REQUIRE_BROWSER"),
+    reason="Debian's chromium is not installed (make test installs it when run as root)",
+)
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        yield page
+        browser.close()
+
+
+def test_prompt_streams_into_every_column_in_the_browser(server, page):  # noqa: F811
+    url, _, lineup = server
+    page.goto(url)
+    box = page.get_by_label("Prompt")
+    box.fill("日本の首都は")
+    box.press("Enter")
+    bots = page.locator(".answer-column")
+    assert bots.count() == len(lineup.variants)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.answer-column')].every("
+        "c => c.querySelectorAll('[data-testid=\"bot\"]').length > 0 && "
+        "c.querySelector('[data-testid=\"bot\"]').innerText.trim().length > 0)",
+        timeout=60_000,
+    )
+    texts = [bots.nth(i).locator("[data-testid='bot']").last.inner_text().strip() for i in range(bots.count())]
+    assert all(texts) and len(set(texts)) == len(texts)  # every column answered, each differently
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "first-page.png"), full_page=True)
