@@ -139,3 +139,31 @@ def test_bad_requests(runtime):
         generate_one(runtime, "Hello", "dpo")
     with pytest.raises(GenerationError, match="one prompt per column"):
         last(stream_side_by_side(runtime, ["a", "b"], [None], GREEDY))
+
+
+def test_stacked_lora_equals_peft_mixed_batches(runtime, tiny_lineup):
+    """Our stacked-LoRA batch path against PEFT's own adapter_names path, row by row."""
+    message = [{"role": "user", "content": "Hello, how can I help"}]
+    prompts = [render(message, v.format) for v in tiny_lineup.variants] + ["The capital"]
+    adapters = [*ADAPTERS, "sft"]  # an adapter on two rows, with different prompts
+    settings = SamplingSettings(max_new_tokens=16, min_new_tokens=16)
+    stacked = last(stream_side_by_side(runtime, prompts, adapters, settings))
+    runtime.stacked = False
+    peft = last(stream_side_by_side(runtime, prompts, adapters, settings))
+    assert [c.tokens for c in stacked] == [c.tokens for c in peft]
+    assert len({tuple(c.tokens) for c in stacked}) == 4
+
+
+def test_stacked_lora_leaves_peft_layers_as_they_were(runtime):
+    from playground.models.stacked_lora import stacked_lora
+
+    layer = runtime.model.base_model.model.model.layers[0].mlp.down_proj
+    x = torch.randn(3, 2, layer.in_features)
+    with torch.no_grad():
+        before = layer(x)
+        with stacked_lora(runtime.model, ["__base__", "sft", "rlhf"]):
+            inside = layer(x)
+        after = layer(x)
+    assert torch.equal(before, after)  # PEFT's forward is back
+    assert torch.allclose(inside[0], layer.base_layer(x[0]))  # row 0: the bare base
+    assert not torch.allclose(inside[1], layer.base_layer(x[1]))  # row 1: the sft adapter changes it

