@@ -84,15 +84,14 @@ def timed(runtime, prompts, adapters, settings) -> tuple[float, float, int]:
 
 
 def main(settings, tokens: int = 64, log=print) -> int:
+    from playground.models import model_thread
     from playground.models.generation import SamplingSettings
     from playground.models.runtime import Runtime
-    from playground.models.sources import load_base
 
-    torch.manual_seed(0)
     lineup = settings.lineup
-    bandwidth = measure_bandwidth()
+    bandwidth = model_thread.call(measure_bandwidth)  # torch work stays on the model thread (model_thread.py)
     log(f"read bandwidth {bandwidth:.1f} GB/s")
-    runtime = Runtime(load_base(lineup.source, lineup.dtype, lineup.device, settings.cache_dir, log))
+    runtime = Runtime.from_lineup(lineup, settings.cache_dir, log, adapters=False)
     sampling = SamplingSettings(max_new_tokens=tokens, min_new_tokens=tokens)
 
     timed(runtime, [PROMPT], [None], SamplingSettings(max_new_tokens=4))  # warm-up: allocator, kernels
@@ -105,7 +104,8 @@ def main(settings, tokens: int = 64, log=print) -> int:
     folders = {v.name: v.adapter for v in lineup.variants if v.adapter}
     with tempfile.TemporaryDirectory() as scratch:
         for index in range(len(folders), 2):
-            folders[f"untrained{index}"] = make_adapter(runtime.base, Path(scratch) / f"untrained{index}")
+            out = Path(scratch) / f"untrained{index}"
+            folders[f"untrained{index}"] = model_thread.call(make_adapter, runtime.base, out)
         adapters = list(folders)[:2]
         for name in adapters:
             runtime.load_adapter(name, folders[name])

@@ -13,6 +13,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from playground.errors import GenerationError
+from playground.models import model_thread
 from playground.models.runtime import Runtime
 
 END_OF_TURN = "<end_of_turn>"  # Gemma's chat turn end; chat variants stop there
@@ -169,29 +170,25 @@ def stream_side_by_side(
         streamer=streamer,
         stopping_criteria=StoppingCriteriaList([_StopRows(streamer, cancel, abandoned)]),
     )
-    failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            with runtime.lock, torch.inference_mode(), runtime.mixed_batch(names) as extra:
+            with torch.inference_mode(), runtime.mixed_batch(names) as extra:
                 if settings.seed is not None:
                     torch.manual_seed(settings.seed)
                 runtime.model.generate(**kwargs, **extra)
-        except BaseException as exc:  # handed to the consumer thread, which re-raises it
-            failure.append(exc)
         finally:
             streamer.updates.put(None)
 
-    worker = threading.Thread(target=run, name="generate", daemon=True)
-    worker.start()
+    if model_thread.on_model_thread():
+        raise GenerationError("stream_side_by_side cannot be called from the model thread itself")
+    job = model_thread.submit(run)
     try:
         while (update := streamer.updates.get()) is not None:
             yield update
     finally:
         abandoned.set()  # a consumer that stops listening stops the generation too
-        worker.join()
-    if failure:
-        raise failure[0]
+    job.result()  # re-raises what generate() raised
     final = streamer.snapshot()
     for column in final:
         if column.finish is None:
