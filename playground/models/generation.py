@@ -158,14 +158,14 @@ def stream_side_by_side(
     abandoned = threading.Event()  # set when the consumer stops listening
     tokenizer = runtime.tokenizer
     batch = tokenizer(prompts, return_tensors="pt", padding=True).to(runtime.device)  # (B, T), left-padded
-    started = time.perf_counter()
-    streamer = _ColumnStreamer(tokenizer, len(prompts), stop_token_ids(tokenizer), settings.stop, started)
+    stop_ids = stop_token_ids(tokenizer)
+    streamer = _ColumnStreamer(tokenizer, len(prompts), stop_ids, settings.stop, time.perf_counter())
     kwargs = dict(
         **batch,
         **settings.generate_kwargs(),
         max_new_tokens=settings.max_new_tokens,
         min_new_tokens=settings.min_new_tokens or None,
-        eos_token_id=sorted(stop_token_ids(tokenizer)),
+        eos_token_id=sorted(stop_ids),
         pad_token_id=tokenizer.pad_token_id,
         streamer=streamer,
         stopping_criteria=StoppingCriteriaList([_StopRows(streamer, cancel, abandoned)]),
@@ -180,8 +180,8 @@ def stream_side_by_side(
         finally:
             streamer.updates.put(None)
 
-    if model_thread.on_model_thread():
-        raise GenerationError("stream_side_by_side cannot be called from the model thread itself")
+    if model_thread.on_model_thread():  # it would wait for itself
+        raise RuntimeError("stream_side_by_side cannot be called from the model thread")
     job = model_thread.submit(run)
     try:
         while (update := streamer.updates.get()) is not None:
