@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from playground.config import DEVICES, DTYPES, Settings, build_lineup, default_cache_dir
-from playground.errors import PlaygroundError
+from playground.errors import ConfigError, PlaygroundError
+from playground.prompting.banks import DEFAULT_FOLDER, LANGS, Bank, load_banks
+from playground.prompting.modes import MODES, PromptSpec, build_prompt
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 BENCHMARKS = ("generation",)
@@ -41,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir", type=Path, default=None, help="where converted models are cached ($PLAYGROUND_CACHE_DIR)"
     )
 
+    prompting = argparse.ArgumentParser(add_help=False)
+    prompting.add_argument("--task", help="example bank (task id), e.g. sentiment, arithmetic")
+    prompting.add_argument("--k", type=int, default=3, help="worked examples in few-shot modes (default 3)")
+    prompting.add_argument("--lang", choices=LANGS, default="en", help="language of instruction and examples")
+    prompting.add_argument("--banks", type=Path, default=DEFAULT_FOLDER, help="folder of example banks (data/banks)")
+
     parser = argparse.ArgumentParser(prog="python -m playground", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -50,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=7860, help="listen port (default 7860)")
     serve.set_defaults(run=serve_command)
 
-    generate = commands.add_parser("generate", parents=[model], help="print one variant's answer to a prompt")
+    generate = commands.add_parser(
+        "generate", parents=[model, prompting], help="print one variant's answer to a prompt"
+    )
     generate.add_argument("--variant", default="base", help="variant name from the lineup (default base)")
+    generate.add_argument("--mode", choices=MODES, default="zero", help="prompting mode (default zero)")
+    generate.add_argument("--show-prompt", action="store_true", help="print the exact prompt to stderr first")
     generate.add_argument("--max-new-tokens", type=int, default=128)
     generate.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     generate.add_argument("--top-p", type=float, default=1.0)
@@ -61,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--stop", action="append", default=[], help="a string that ends the answer (repeatable)")
     generate.add_argument("prompt", help="the user's message")
     generate.set_defaults(run=generate_command)
+
+    evaluate = commands.add_parser(
+        "eval-prompting", parents=[model, prompting], help="score prompting modes on a bank's held-out items"
+    )
+    evaluate.add_argument("--modes", default="zero,one,few,cot", help="comma-separated modes (default zero,one,few,cot)")
+    evaluate.add_argument("--variant", default="base", help="variant name from the lineup (default base)")
+    evaluate.add_argument("--limit", type=int, help="use only the first N test items")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object (the only output format)")
+    evaluate.add_argument("--details", type=Path, help="also write every prompt, output and score to this JSONL file")
+    evaluate.set_defaults(run=eval_prompting_command)
 
     bench = commands.add_parser("bench", parents=[model], help="run a benchmark and print its results")
     bench.add_argument("name", choices=BENCHMARKS)
@@ -78,15 +100,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def serve_command(args: argparse.Namespace) -> int:
     from playground.models.runtime import Runtime
-    from playground.ui.app import build_app
+    from playground.ui.app import CSS, build_app
 
     settings = settings_from(args)
     log(settings.describe())
+    banks = load_banks()  # a malformed bank stops the start with its file and line, before the model loads
     runtime = Runtime.from_lineup(settings.lineup, settings.cache_dir, log)
-    app = build_app(runtime, settings.lineup)
+    app = build_app(runtime, settings.lineup, banks)
     log(f"open http://{settings.host}:{settings.port} in a browser (Ctrl+C stops)")
     app.queue(default_concurrency_limit=1).launch(
-        server_name=settings.host, server_port=settings.port, show_error=False, quiet=True
+        server_name=settings.host, server_port=settings.port, show_error=False, quiet=True, css=CSS
     )
     return 0
 
@@ -96,10 +119,11 @@ def generate_command(args: argparse.Namespace) -> int:
 
     from playground.models.generation import SamplingSettings, generate_one
     from playground.models.runtime import Runtime
-    from playground.prompting import render
 
     settings = settings_from(args)
     variant = settings.lineup.variant(args.variant)
+    bank = find_bank(args.banks, args.task) if args.task else None
+    prompt = build_prompt(PromptSpec(mode=args.mode, k=args.k, lang=args.lang), bank, args.prompt, variant.format)
     lineup = replace(settings.lineup, variants=(variant,))  # load only the adapter this answer needs
     sampling = SamplingSettings(
         max_new_tokens=args.max_new_tokens,
@@ -111,9 +135,54 @@ def generate_command(args: argparse.Namespace) -> int:
         stop=tuple(args.stop),
     ).validate()
     runtime = Runtime.from_lineup(lineup, settings.cache_dir, log)
-    prompt = render([{"role": "user", "content": args.prompt}], variant.format)
+    if args.show_prompt:
+        log(f"--- prompt ---\n{prompt}\n--- answer ---")
     answer = generate_one(runtime, prompt, variant.name if variant.adapter else None, sampling)
     print(answer.text)
+    return 0
+
+
+def find_bank(folder: Path, task: str) -> Bank:
+    banks = load_banks(folder)
+    if task not in banks:
+        raise ConfigError(f"no example bank {task!r} in {folder}; available: {', '.join(banks) or 'none'}")
+    return banks[task]
+
+
+def eval_prompting_command(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    from playground.evaluation import evaluate
+    from playground.models.runtime import Runtime
+
+    if not args.task:
+        raise ConfigError("eval-prompting needs --task; e.g. --task sentiment")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ConfigError(f"--modes {args.modes!r}: unknown {', '.join(unknown) or 'empty list'}; use {', '.join(MODES)}")
+    settings = settings_from(args)
+    variant = settings.lineup.variant(args.variant)
+    bank = find_bank(args.banks, args.task)
+    for mode in modes:  # refuse a too-large k before loading the model
+        build_prompt(PromptSpec(mode=mode, k=args.k, lang=args.lang), bank, "", variant.format)
+    runtime = Runtime.from_lineup(replace(settings.lineup, variants=(variant,)), settings.cache_dir, log)
+    results = evaluate(runtime, variant, bank, modes, args.lang, args.k, args.limit, log)
+    if args.details:
+        with args.details.open("w", encoding="utf-8") as out:
+            for mode, result in results.items():
+                for example in result.examples:
+                    out.write(json.dumps({"mode": mode, **example}, ensure_ascii=False) + "\n")
+    report = {
+        "task": bank.task,
+        "variant": variant.name,
+        "model": runtime.model_id,
+        "lang": args.lang,
+        "k": args.k,
+        "modes": {mode: {"accuracy": r.accuracy, "n": r.n} for mode, r in results.items()},
+    }
+    print(json.dumps(report, ensure_ascii=False))
     return 0
 
 

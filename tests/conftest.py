@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -71,3 +72,29 @@ def runtime(tiny_lineup, tmp_path):
     from playground.models.runtime import Runtime
 
     return Runtime.from_lineup(tiny_lineup, tmp_path / "cache", log=lambda message: None)
+
+
+@pytest.fixture
+def toy_bank(tmp_path):
+    from playground.prompting.banks import load_bank
+    from test_prompting import write_bank
+
+    return load_bank(write_bank(tmp_path))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(runtime, tiny_lineup, toy_bank):
+    """The real app on a free loopback port, with the tiny model and a toy task bank."""
+    from playground.ui.app import CSS, build_app
+
+    app = build_app(runtime, tiny_lineup, {"toy": toy_bank})
+    port = free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
+    yield f"http://127.0.0.1:{port}/", runtime, tiny_lineup
+    app.close()

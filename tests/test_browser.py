@@ -6,7 +6,6 @@ import shutil
 import pytest
 
 from conftest import REPO
-from test_app import server  # noqa: F401  (fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -31,7 +30,7 @@ def page():
         browser.close()
 
 
-def test_prompt_streams_into_every_column_in_the_browser(server, page):  # noqa: F811
+def test_prompt_streams_into_every_column_in_the_browser(server, page):
     url, _, lineup = server
     page.goto(url)
     box = page.get_by_label("Prompt")

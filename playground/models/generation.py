@@ -196,6 +196,11 @@ def stream_side_by_side(
     yield final
 
 
+def model_input_text(runtime: Runtime, prompt: str) -> str:
+    """The prompt as the model receives it: tokenized and decoded again, special tokens (<bos>) shown."""
+    return runtime.tokenizer.decode(runtime.tokenizer(prompt)["input_ids"], skip_special_tokens=False)
+
+
 def generate_one(runtime: Runtime, prompt: str, adapter: str | None, settings: SamplingSettings = SamplingSettings()) -> Column:
     """The whole answer of one variant."""
     final = None

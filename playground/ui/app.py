@@ -8,13 +8,14 @@ import gradio as gr
 
 from playground.config import Lineup
 from playground.errors import PlaygroundError
-from playground.models.generation import SamplingSettings, stream_side_by_side
+from playground.models.generation import SamplingSettings, model_input_text, stream_side_by_side
 from playground.models.runtime import Runtime
-from playground.prompting import render
+from playground.prompting.banks import Bank
+from playground.prompting.modes import MODE_TITLES, MODES, PLAIN_Q, PromptSpec, build_prompt
 
 CSS = """
 .answer-column .message { font-size: 1.05rem; }
-footer { display: none !important; }
+.prompt-text textarea { font-family: ui-monospace, monospace; font-size: 0.85rem; }
 """
 
 
@@ -34,7 +35,7 @@ def conversation(history: list[dict]) -> list[dict]:
     return [{"role": m["role"], "content": message_text(m["content"])} for m in history or []]
 
 
-def build_app(runtime: Runtime, lineup: Lineup) -> gr.Blocks:
+def build_app(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank]) -> gr.Blocks:
     variants = lineup.variants
     with gr.Blocks(title="Alignment Playground") as app:
         gr.Markdown(
@@ -42,12 +43,33 @@ def build_app(runtime: Runtime, lineup: Lineup) -> gr.Blocks:
         )
         with gr.Row(equal_height=True):
             prompt = gr.Textbox(
-                label="Prompt", placeholder="日本の首都は / The capital of Japan is", lines=1, max_lines=8, scale=6, autofocus=True
+                label="Prompt",
+                placeholder="日本の首都は / The capital of Japan is",
+                lines=1,
+                max_lines=8,
+                scale=6,
+                autofocus=True,
             )
             with gr.Column(scale=1, min_width=120):
                 send = gr.Button("Send", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
                 clear = gr.Button("Clear")
+        with gr.Row():
+            mode = gr.Radio(
+                [(f"{MODE_TITLES[m]['en']} / {MODE_TITLES[m]['ja']}", m) for m in MODES],
+                value="zero",
+                label="Prompting mode / プロンプトの方式",
+                scale=4,
+            )
+            task = gr.Dropdown(
+                [("free chat (no task) / 自由入力", "")]
+                + [(f"{b.title['en']} / {b.title['ja']}", name) for name, b in banks.items()],
+                value="",
+                label="Task bank / タスク",
+                scale=2,
+            )
+            shots = gr.Slider(1, 8, value=3, step=1, label="k (few-shot examples)", scale=1)
+            lang = gr.Radio([("English", "en"), ("日本語", "ja")], value="en", label="Examples in", scale=1)
         with gr.Accordion("Generation settings", open=False):
             with gr.Row():
                 max_new_tokens = gr.Slider(1, 512, value=96, step=1, label="max new tokens")
@@ -56,43 +78,65 @@ def build_app(runtime: Runtime, lineup: Lineup) -> gr.Blocks:
                 top_k = gr.Slider(0, 200, value=0, step=1, label="top k (0 = off)")
                 repetition_penalty = gr.Slider(1, 2, value=1.1, step=0.05, label="repetition penalty")
                 seed = gr.Number(value=0, precision=0, label="seed")
+        columns, prompt_panels = [], []
         with gr.Row():
-            columns = [
-                gr.Chatbot(
-                    label=f"{v.name} · {'chat' if v.format == 'chat' else 'completion'}",
-                    height=460,
-                    elem_classes=["answer-column"],
-                    feedback_options=None,
-                )
-                for v in variants
-            ]
+            for v in variants:
+                with gr.Column():
+                    columns.append(
+                        gr.Chatbot(
+                            label=f"{v.name} · {'chat' if v.format == 'chat' else 'completion'}",
+                            height=460,
+                            elem_classes=["answer-column"],
+                            feedback_options=None,
+                        )
+                    )
+                    with gr.Accordion("show prompt / プロンプトを表示", open=False):
+                        prompt_panels.append(
+                            gr.Textbox(
+                                label=f"exact input of {v.name}",
+                                lines=6,
+                                max_lines=30,
+                                interactive=False,
+                                elem_classes=["prompt-text"],
+                                buttons=["copy"],
+                            )
+                        )
 
         stop_flags: dict[str, threading.Event] = {}  # per browser session: Stop ends that session's generation
 
-        def respond(request: gr.Request, text, max_tokens, temp, p, k, penalty, seed_value, *histories):
+        def respond(request: gr.Request, text, mode_name, task_name, k, lang_code, max_tokens, temp, p, top, penalty,
+                    seed_value, *histories):
+            spec = PromptSpec(mode=mode_name, k=int(k), lang=lang_code)
+            bank = banks.get(task_name) if task_name else None
             settings = SamplingSettings(
                 max_new_tokens=int(max_tokens),
                 temperature=float(temp),
                 top_p=float(p),
-                top_k=int(k),
+                top_k=int(top),
                 repetition_penalty=float(penalty),
                 seed=None if seed_value is None else int(seed_value),
+                # With a task, a base model goes on to ask itself the next question: stop it there.
+                stop=tuple(f"\n{q}" for q in PLAIN_Q.values()) if bank else (),
             )
-            turns = [conversation(h) + [{"role": "user", "content": text or ""}] for h in histories]
             try:
-                prompts = [render(t, v.format) for t, v in zip(turns, variants)]
+                prompts = [
+                    build_prompt(spec, bank, text or "", v.format, conversation(h)) for v, h in zip(variants, histories)
+                ]
                 adapters = [v.name if v.adapter else None for v in variants]
-                shown = [t + [{"role": "assistant", "content": ""}] for t in turns]
+                shown = [conversation(h) + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+                         for h in histories]
+                exact = [model_input_text(runtime, p) for p in prompts]
                 cancel = stop_flags[request.session_hash] = threading.Event()
                 for step in stream_side_by_side(runtime, prompts, adapters, settings, cancel):
                     for chat, column in zip(shown, step):
                         chat[-1]["content"] = column.text
-                    yield ("", *shown)
+                    yield ("", *shown, *exact)
             except PlaygroundError as exc:
                 raise gr.Error(str(exc)) from None
 
-        inputs = [prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, *columns]
-        outputs = [prompt, *columns]
+        inputs = [prompt, mode, task, shots, lang, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
+                  *columns]
+        outputs = [prompt, *columns, *prompt_panels]
         events = [
             # One lane for both triggers: the model generates one batch at a time.
             trigger(respond, inputs, outputs, api_name=name, concurrency_limit=1, concurrency_id="generation")
