@@ -37,6 +37,7 @@ def test_prompt_streams_into_every_column_in_the_browser(server, page):
     box.fill("日本の首都は")
     box.press("Enter")
     bots = page.locator(".answer-column")
+    bots.last.wait_for()
     assert bots.count() == len(lineup.variants)
     page.wait_for_function(
         "() => [...document.querySelectorAll('.answer-column')].every("
@@ -48,3 +49,32 @@ def test_prompt_streams_into_every_column_in_the_browser(server, page):
     assert all(texts) and len(set(texts)) == len(texts)  # every column answered, each differently
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "first-page.png"), full_page=True)
+
+
+def test_few_shot_mode_and_show_prompt_in_the_browser(server, page):
+    url, _, lineup = server
+    page.goto(url)
+    page.get_by_label("few-shot", exact=True).check()
+    page.get_by_label("Task bank / タスク").click()
+    page.get_by_role("option", name="Toy / おもちゃ").click()
+    shots = page.get_by_label("number input for k (few-shot examples)")
+    shots.fill("2")  # the toy bank has two English examples
+    shots.press("Enter")
+    box = page.get_by_label("Prompt")
+    box.fill("4+4")
+    box.press("Enter")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.answer-column')].every("
+        "c => c.querySelectorAll('[data-testid=\"bot\"]').length > 0)",
+        timeout=60_000,
+    )
+    page.get_by_text("show prompt / プロンプトを表示").first.click()
+    panel = page.locator(".prompt-text textarea").first
+    page.wait_for_function(
+        "() => document.querySelector('.prompt-text textarea').value.includes('Q: 2+3')", timeout=30_000
+    )
+    text = panel.input_value()
+    assert text.startswith("<bos>Add the numbers.")  # the instruction, after the visible special token
+    assert "Q: 1+1\nA: 2\n\nQ: 2+3\nA: 5\n\nQ: 4+4\nA:" in text  # both worked examples, then the question
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "few-shot-prompt.png"), full_page=True)

@@ -73,3 +73,54 @@ def test_bench_prints_one_json_object(tiny_config, tmp_path):
     ):
         assert isinstance(report[key], (int, float)) and report[key] > 0, key
     assert report["tokens"] == 6
+
+
+def test_eval_prompting_prints_accuracy_and_n_per_mode(tiny_config, tmp_path):
+    import json
+
+    details = tmp_path / "details.jsonl"
+    result = run_cli(
+        "eval-prompting", "--config", str(tiny_config), "--task", "sentiment", "--modes", "zero,one,few-cot",
+        "--variant", "sft", "--lang", "ja", "--limit", "3", "--k", "2", "--json", "--details", str(details),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["task"], report["variant"], report["lang"], report["k"]) == ("sentiment", "sft", "ja", 2)
+    assert list(report["modes"]) == ["zero", "one", "few-cot"]
+    for mode in report["modes"].values():
+        assert mode["n"] == 3 and 0.0 <= mode["accuracy"] <= 1.0
+    rows = [json.loads(line) for line in details.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 9
+    few_cot = next(r for r in rows if r["mode"] == "few-cot")
+    assert few_cot["prompt"].count("答え:") == 2  # two worked examples in Japanese, in the chat turns
+    assert few_cot["prompt"].endswith("ステップごとに考えてみましょう。<end_of_turn>\n<start_of_turn>model\n")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task", "poetry"], "no example bank 'poetry'"),
+        (["--task", "sentiment", "--modes", "zero,two"], "unknown two"),
+        (["--task", "sentiment", "--modes", "few", "--k", "30"], "k = 30, but the sentiment bank has 8 en exemplars"),
+    ],
+)
+def test_eval_prompting_errors(tiny_config, args, message):
+    result = run_cli("eval-prompting", "--config", str(tiny_config), *args, "--json")
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generate_with_a_mode_shows_the_exact_prompt(tiny_config):
+    result = run_cli(
+        "generate", "--config", str(tiny_config), "--task", "arithmetic", "--mode", "one", "--show-prompt",
+        "--max-new-tokens", "4", "What is 2 + 2?",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Solve the math word problem.\n\nQ: A baker makes 5 trays" in result.stderr
+    assert result.stderr.split("--- prompt ---\n")[1].split("\n--- answer ---")[0].endswith("Q: What is 2 + 2?\nA:")
+
+
+def test_prompting_needs_neither_torch_nor_gradio():
+    code = "import sys, playground.prompting.modes, playground.prompting.scoring; print(sorted({'torch', 'gradio'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip() == "[]", result.stderr

@@ -15,11 +15,11 @@ from playground.prompting.formats import render
 
 MODES = ("zero", "one", "few", "cot", "few-cot")
 MODE_TITLES = {
-    "zero": {"en": "zero-shot", "ja": "zero-shot学習"},
-    "one": {"en": "one-shot", "ja": "one-shot学習"},
-    "few": {"en": "few-shot", "ja": "few-shot学習"},
-    "cot": {"en": "zero-shot chain-of-thought", "ja": "zero-shot chain-of-thought推論"},
-    "few-cot": {"en": "few-shot chain-of-thought", "ja": "few-shot chain-of-thought推論"},
+    "zero": "zero-shot",
+    "one": "one-shot",
+    "few": "few-shot",
+    "cot": "zero-shot chain-of-thought",
+    "few-cot": "few-shot chain-of-thought",
 }
 COT_TRIGGER = {"en": "Let's think step by step.", "ja": "ステップごとに考えてみましょう。"}
 ANSWER_MARK = {"en": "Answer:", "ja": "答え:"}  # chain-of-thought answers end with this, then the answer

@@ -56,7 +56,7 @@ def build_app(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank]) -> gr.Bl
                 clear = gr.Button("Clear")
         with gr.Row():
             mode = gr.Radio(
-                [(f"{MODE_TITLES[m]['en']} / {MODE_TITLES[m]['ja']}", m) for m in MODES],
+                [(MODE_TITLES[m], m) for m in MODES],
                 value="zero",
                 label="Prompting mode / プロンプトの方式",
                 scale=4,
