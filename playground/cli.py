@@ -9,6 +9,7 @@ from pathlib import Path
 
 from playground.config import DEVICES, DTYPES, Settings, build_lineup, default_cache_dir
 from playground.errors import ConfigError, PlaygroundError
+from playground.feedback.export import FORMATS, SPLITS
 from playground.prompting.banks import DEFAULT_FOLDER, LANGS, Bank, load_banks
 from playground.prompting.modes import MODES, PromptSpec, build_prompt
 
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", parents=[model], help="start the web app")
-    serve.add_argument("--db", type=Path, default=Path("feedback.db"), help="feedback database file")
+    serve.add_argument("--db", type=Path, help="feedback database file (default ./feedback.db)")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=7860, help="listen port (default 7860)")
     serve.set_defaults(run=serve_command)
@@ -84,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--details", type=Path, help="also write every prompt, output and score to this JSONL file")
     evaluate.set_defaults(run=eval_prompting_command)
 
+    export = commands.add_parser("export", help="write feedback as training data in TRL's formats")
+    export.add_argument("--db", type=Path, help="feedback database file (default ./feedback.db)")
+    export.add_argument("--format", choices=FORMATS, required=True, help="dpo, kto, reward or sft")
+    export.add_argument("--out", type=Path, required=True, help="the JSON Lines file to write")
+    export.add_argument("--split", choices=SPLITS, help="only the train or the held-out test prompts")
+    export.set_defaults(run=export_command)
+
+    board = commands.add_parser("leaderboard", help="ratings from blind comparisons, and thumbs-up rates")
+    board.add_argument("--db", type=Path, help="feedback database file (default ./feedback.db)")
+    board.add_argument("--json", action="store_true", help="print one JSON object")
+    board.set_defaults(run=leaderboard_command)
+
     bench = commands.add_parser("bench", parents=[model], help="run a benchmark and print its results")
     bench.add_argument("name", choices=BENCHMARKS)
     bench.add_argument("--json", action="store_true", help="print one JSON object (the only output format)")
@@ -94,19 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     lineup = build_lineup(args.config, args.base, args.dtype, args.device)
-    extra = {k: getattr(args, k) for k in ("db", "host", "port") if hasattr(args, k)}
-    return Settings(lineup=lineup, cache_dir=args.cache_dir or default_cache_dir(), **extra)
+    extra = {k: getattr(args, k) for k in ("host", "port") if hasattr(args, k)}
+    db = getattr(args, "db", None) or lineup.feedback_db or Path("feedback.db")
+    return Settings(lineup=lineup, cache_dir=args.cache_dir or default_cache_dir(), db=db, **extra)
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    from playground.feedback import FeedbackStore
     from playground.models.runtime import Runtime
     from playground.ui.app import CSS, build_app
 
     settings = settings_from(args)
     log(settings.describe())
     banks = load_banks()  # a malformed bank stops the start with its file and line, before the model loads
+    store = FeedbackStore(settings.db)  # likewise a feedback.db that cannot be used
     runtime = Runtime.from_lineup(settings.lineup, settings.cache_dir, log)
-    app = build_app(runtime, settings.lineup, banks)
+    app = build_app(runtime, settings.lineup, banks, store)
     log(f"open http://{settings.host}:{settings.port} in a browser (Ctrl+C stops)")
     app.queue(default_concurrency_limit=1).launch(
         server_name=settings.host, server_port=settings.port, show_error=False, quiet=True, css=CSS
@@ -183,6 +199,46 @@ def eval_prompting_command(args: argparse.Namespace) -> int:
         "modes": {mode: {"accuracy": r.accuracy, "n": r.n} for mode, r in results.items()},
     }
     print(json.dumps(report, ensure_ascii=False))
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from playground.feedback import FeedbackStore
+    from playground.feedback.export import build, write_jsonl
+
+    store = FeedbackStore(args.db or Path("feedback.db"), read_only=True)
+    export = build(store, args.format, args.split)
+    write_jsonl(export.rows, args.out)
+    print(f"{args.out}: {export.report()}")
+    return 0
+
+
+def leaderboard_command(args: argparse.Namespace) -> int:
+    import json
+
+    from playground.feedback import FeedbackStore
+    from playground.feedback.ratings import leaderboard
+
+    board = leaderboard(FeedbackStore(args.db or Path("feedback.db"), read_only=True))
+    if args.json:
+        print(json.dumps(board.as_dict(), ensure_ascii=False))
+        return 0
+    print(f"Ratings from {board.comparisons} blind comparisons ({board.not_blind} not blind, left out):")
+    for rank, r in enumerate(board.ratings, start=1):
+        print(f"{rank:>3}. {r.variant:<24} {r.rating:7.1f}  95% {r.low:.0f}-{r.high:.0f}  ({r.games} games)")
+    if board.win_rates:
+        names = list(board.win_rates)
+        print("\nWin rate of row against column:")
+        print(" " * 24 + "".join(f"{n[:10]:>11}" for n in names))
+        for a in names:
+            cells = ["-" if a == b else ("" if board.win_rates[a][b] is None else f"{board.win_rates[a][b]:.0%}")
+                     for b in names]
+            print(f"{a:<24}" + "".join(f"{c:>11}" for c in cells))
+    print("\nThumbs up:")
+    for variant, t in board.thumbs.items():
+        print(f"     {variant:<24} {t['rate']:.0%} ({t['up']} up, {t['down']} down)")
+    if not board.thumbs:
+        print("     no votes yet")
     return 0
 
 

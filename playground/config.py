@@ -40,6 +40,7 @@ class Lineup:
     dtype: str = "bfloat16"  # weights' dtype; bfloat16 halves memory and doubles CPU speed over float32
     device: str = "auto"  # "auto" picks cuda when present, else cpu
     variants: tuple[Variant, ...] = field(default_factory=lambda: (Variant("base"),))
+    feedback_db: Path | None = None  # [feedback] db in the lineup file; --db overrides it
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -53,6 +54,12 @@ class Lineup:
         for v in self.variants:
             lines.append(f"  {v.name}: {v.adapter or 'no adapter'} [{v.format}]")
         return "\n".join(lines)
+
+
+def adapter_version(folder: Path | None) -> int | None:
+    """N for an adapter folder named vN (adapters/<name>/vN), else None."""
+    match = VERSION_PATTERN.match(Path(folder).name) if folder else None
+    return int(match.group(1)) if match else None
 
 
 def discover_adapters(root: Path) -> list[Variant]:
@@ -89,7 +96,7 @@ def load_lineup(path: Path) -> Lineup:
 
 def parse_lineup(data: dict, where: str = "lineup", relative_to: Path = Path(".")) -> Lineup:
     """Validate a lineup already parsed from TOML."""
-    _only_keys(data, {"base", "variant"}, where)
+    _only_keys(data, {"base", "variant", "feedback"}, where)
     base = data.get("base", {})
     if not isinstance(base, dict):
         raise ConfigError(f"{where}: [base] must be a table")
@@ -118,7 +125,12 @@ def parse_lineup(data: dict, where: str = "lineup", relative_to: Path = Path("."
             adapter = (relative_to / Path(adapter).expanduser()) if adapter else None
         fmt = _choice(raw, "format", "chat" if adapter else "plain", FORMATS, f"{at}.format")
         variants.append(Variant(name, adapter, fmt))
-    return Lineup(source, dtype, device, tuple(variants))
+    feedback = data.get("feedback", {})
+    if not isinstance(feedback, dict):
+        raise ConfigError(f"{where}: [feedback] must be a table")
+    _only_keys(feedback, {"db"}, f"{where}: [feedback]")
+    db = _string(feedback, "db", "", f"{where}: feedback.db")
+    return Lineup(source, dtype, device, tuple(variants), relative_to / db if db else None)
 
 
 def _only_keys(table: dict, allowed: set[str], where: str) -> None:
@@ -148,7 +160,7 @@ class Settings:
     """Everything a run needs, from flags, environment and the lineup file; printed at start."""
 
     lineup: Lineup = field(default_factory=Lineup)
-    db: Path = Path("feedback.db")  # the SQLite file that keeps every answer and vote
+    db: Path = Path("feedback.db")  # the SQLite file that keeps every answer and vote (--db, [feedback] db)
     host: str = "127.0.0.1"  # listen address; 0.0.0.0 opens the app to the LAN
     port: int = 7860  # listen port
     cache_dir: Path = field(default_factory=default_cache_dir)  # converted base models live here

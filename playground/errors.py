@@ -19,3 +19,7 @@ class AdapterError(PlaygroundError):
 
 class GenerationError(PlaygroundError):
     """A generation request is invalid (unknown variant, bad sampling value, empty prompt)."""
+
+
+class FeedbackError(PlaygroundError):
+    """feedback.db cannot be used (not a database, damaged, locked, read-only) or a record is invalid."""

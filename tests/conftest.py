@@ -89,11 +89,18 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(runtime, tiny_lineup, toy_bank):
-    """The real app on a free loopback port, with the tiny model and a toy task bank."""
+def feedback_store(tmp_path):
+    from playground.feedback import FeedbackStore
+
+    return FeedbackStore(tmp_path / "feedback.db")
+
+
+@pytest.fixture
+def server(runtime, tiny_lineup, toy_bank, feedback_store):
+    """The real app on a free loopback port, with the tiny model, a toy task bank and a temp feedback.db."""
     from playground.ui.app import CSS, build_app
 
-    app = build_app(runtime, tiny_lineup, {"toy": toy_bank})
+    app = build_app(runtime, tiny_lineup, {"toy": toy_bank}, feedback_store)
     port = free_port()
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
     yield f"http://127.0.0.1:{port}/", runtime, tiny_lineup

@@ -87,3 +87,26 @@ def test_bad_settings_show_a_message_not_a_traceback(server):
     with pytest.raises(Exception) as error:
         client.predict("4+4", "few", "toy", 8, "en", *SAMPLING, [], [], [], api_name="/compare")
     assert "k = 8, but the toy bank has 2 en exemplars" in str(error.value)
+
+
+def test_every_answer_shown_is_stored(server, feedback_store, toy_bank):
+    url, runtime, lineup = server
+    client = Client(url, verbose=False)
+    _, *outputs = client.predict("4+4", "few", "toy", 2, "en", *SAMPLING, [], [], [], api_name="/compare")
+    rows = feedback_store.query("SELECT * FROM generations ORDER BY id")
+    assert [r["variant"] for r in rows] == [v.name for v in lineup.variants]
+    for row, variant, column in zip(rows, lineup.variants, outputs[:3]):
+        stored = feedback_store.generation(row["id"])
+        assert stored["prompt"] == "4+4" and stored["messages"] == [{"role": "user", "content": "4+4"}]
+        assert stored["rendered_prompt"] == build_prompt(PromptSpec(mode="few", k=2), toy_bank, "4+4", variant.format)
+        assert stored["response"].strip() == column[1]["content"][0]["text"]
+        assert (stored["format"], stored["prompt_mode"], stored["task"]) == (variant.format, "few", "toy")
+        assert stored["adapter"] == (variant.name if variant.adapter else None)
+        assert stored["adapter_version"] == (1 if variant.adapter else None)  # adapters/<name>/v1
+        assert stored["base_model"] == runtime.model_id
+        assert stored["params"]["k"] == 2 and stored["params"]["max_new_tokens"] == 24
+        assert stored["tokens"] > 0 and stored["latency_ms"] > 0 and stored["finish"] in ("eos", "stop", "length")
+    sessions = feedback_store.query("SELECT * FROM sessions")
+    assert len(sessions) == 1 and rows[0]["session_id"] == sessions[0]["id"]
+    client.predict("Hello", *SETTINGS, *outputs[:3], api_name="/compare")  # a second turn, same session
+    assert feedback_store.count("generations") == 6 and feedback_store.count("sessions") == 1

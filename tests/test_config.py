@@ -61,6 +61,14 @@ def test_bad_lineup_names_file_key_and_problem(tmp_path, text, message):
     assert str(path) in str(error.value)
 
 
+def test_feedback_db_from_the_lineup_file(tmp_path):
+    lineup = load_lineup(write(tmp_path, "[feedback]\ndb = 'room/feedback.db'\n"))
+    assert lineup.feedback_db == tmp_path / "room/feedback.db"
+    assert load_lineup(write(tmp_path, "[base]\n")).feedback_db is None
+    with pytest.raises(ConfigError, match="\\[feedback\\]: unknown key 'path'"):
+        load_lineup(write(tmp_path, "[feedback]\npath = 'x.db'\n"))
+
+
 def test_missing_lineup_file(tmp_path):
     with pytest.raises(ConfigError, match="no such lineup file"):
         load_lineup(tmp_path / "nope.toml")

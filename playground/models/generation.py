@@ -68,6 +68,7 @@ class Column:
     tokens: list[int] = field(default_factory=list)
     finish: str | None = None  # None while running; then "eos", "stop", "length" or "cancelled"
     first_token_s: float | None = None  # seconds from the request to this row's first token
+    elapsed_s: float = 0.0  # seconds from the request to this row's latest token
 
 
 class _ColumnStreamer(BaseStreamer):
@@ -96,6 +97,7 @@ class _ColumnStreamer(BaseStreamer):
                 continue  # generate pads rows that already ended
             if column.first_token_s is None:
                 column.first_token_s = now
+            column.elapsed_s = now
             if token in self.stop_ids:
                 column.finish = "eos"
                 continue

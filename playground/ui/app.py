@@ -7,11 +7,13 @@ import threading
 import gradio as gr
 
 from playground.config import Lineup
-from playground.errors import PlaygroundError
+from playground.errors import FeedbackError, PlaygroundError
+from playground.feedback import FeedbackStore
 from playground.models.generation import SamplingSettings, model_input_text, stream_side_by_side
 from playground.models.runtime import Runtime
 from playground.prompting.banks import Bank
 from playground.prompting.modes import MODE_TITLES, MODES, PLAIN_Q, PromptSpec, build_prompt
+from playground.recording import record_answers
 
 CSS = """
 .answer-column .message { font-size: 1.05rem; }
@@ -35,7 +37,7 @@ def conversation(history: list[dict]) -> list[dict]:
     return [{"role": m["role"], "content": message_text(m["content"])} for m in history or []]
 
 
-def build_app(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank]) -> gr.Blocks:
+def build_app(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank], store: FeedbackStore | None = None) -> gr.Blocks:
     variants = lineup.variants
     with gr.Blocks(title="Alignment Playground") as app:
         gr.Markdown(
@@ -103,6 +105,7 @@ def build_app(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank]) -> gr.Bl
                         )
 
         stop_flags: dict[str, threading.Event] = {}  # per browser session: Stop ends that session's generation
+        sessions: dict[str, str] = {}  # browser session -> its row in the sessions table
 
         def respond(request: gr.Request, text, mode_name, task_name, k, lang_code, max_tokens, temp, p, top, penalty,
                     seed_value, *histories):
@@ -119,12 +122,10 @@ def build_app(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank]) -> gr.Bl
                 stop=tuple(f"\n{q}" for q in PLAIN_Q.values()) if bank else (),
             )
             try:
-                prompts = [
-                    build_prompt(spec, bank, text or "", v.format, conversation(h)) for v, h in zip(variants, histories)
-                ]
+                asked = [conversation(h) + [{"role": "user", "content": text or ""}] for h in histories]
+                prompts = [build_prompt(spec, bank, text or "", v.format, a[:-1]) for v, a in zip(variants, asked)]
                 adapters = [v.name if v.adapter else None for v in variants]
-                shown = [conversation(h) + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
-                         for h in histories]
+                shown = [a + [{"role": "assistant", "content": ""}] for a in asked]
                 exact = [model_input_text(runtime, p) for p in prompts]
                 cancel = stop_flags[request.session_hash] = threading.Event()
                 for step in stream_side_by_side(runtime, prompts, adapters, settings, cancel):
@@ -133,6 +134,14 @@ def build_app(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank]) -> gr.Bl
                     yield ("", *shown, *exact)
             except PlaygroundError as exc:
                 raise gr.Error(str(exc)) from None
+            if store is not None:
+                try:
+                    if request.session_hash not in sessions:
+                        sessions[request.session_hash] = store.record_session(user_agent=request.headers.get("user-agent"))
+                    record_answers(store, runtime.model_id, variants, step, asked, prompts, spec, task_name or None,
+                                   settings, sessions[request.session_hash])
+                except FeedbackError as exc:
+                    gr.Warning(f"The answers are shown but were not stored: {exc}")
 
         inputs = [prompt, mode, task, shots, lang, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
                   *columns]
