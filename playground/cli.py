@@ -115,7 +115,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def serve_command(args: argparse.Namespace) -> int:
     from playground.feedback import FeedbackStore
     from playground.models.runtime import Runtime
-    from playground.ui.app import CSS, build_app
+    from playground.ui.app import build_app, launch_options
 
     settings = settings_from(args)
     log(settings.describe())
@@ -125,7 +125,7 @@ def serve_command(args: argparse.Namespace) -> int:
     app = build_app(runtime, settings.lineup, banks, store)
     log(f"open http://{settings.host}:{settings.port} in a browser (Ctrl+C stops)")
     app.queue(default_concurrency_limit=1).launch(
-        server_name=settings.host, server_port=settings.port, show_error=False, quiet=True, css=CSS
+        server_name=settings.host, server_port=settings.port, show_error=False, quiet=True, **launch_options()
     )
     return 0
 

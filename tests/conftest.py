@@ -98,10 +98,11 @@ def feedback_store(tmp_path):
 @pytest.fixture
 def server(runtime, tiny_lineup, toy_bank, feedback_store):
     """The real app on a free loopback port, with the tiny model, a toy task bank and a temp feedback.db."""
-    from playground.ui.app import CSS, build_app
+    from playground.ui.app import build_app, launch_options
 
     app = build_app(runtime, tiny_lineup, {"toy": toy_bank}, feedback_store)
     port = free_port()
-    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+               **launch_options())
     yield f"http://127.0.0.1:{port}/", runtime, tiny_lineup
     app.close()

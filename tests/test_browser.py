@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import time
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_few_shot_mode_and_show_prompt_in_the_browser(server, page):
     url, _, lineup = server
     page.goto(url)
     page.get_by_label("few-shot", exact=True).check()
-    page.get_by_label("Task bank / タスク").click()
+    page.get_by_label("Task bank").click()
     page.get_by_role("option", name="Toy / おもちゃ").click()
     shots = page.get_by_label("number input for k (few-shot examples)")
     shots.fill("2")  # the toy bank has two English examples
@@ -68,13 +69,99 @@ def test_few_shot_mode_and_show_prompt_in_the_browser(server, page):
         "c => c.querySelectorAll('[data-testid=\"bot\"]').length > 0)",
         timeout=60_000,
     )
-    page.get_by_text("show prompt / プロンプトを表示").first.click()
+    page.get_by_text("show prompt").first.click()
     panel = page.locator(".prompt-text textarea").first
     page.wait_for_function(
-        "() => document.querySelector('.prompt-text textarea').value.includes('Q: 2+3')", timeout=30_000
+        "() => (document.querySelector('.prompt-text textarea')?.value ?? '').includes('Q: 2+3')", timeout=30_000
     )
     text = panel.input_value()
     assert text.startswith("<bos>Add the numbers.")  # the instruction, after the visible special token
     assert "Q: 1+1\nA: 2\n\nQ: 2+3\nA: 5\n\nQ: 4+4\nA:" in text  # both worked examples, then the question
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "few-shot-prompt.png"), full_page=True)
+
+
+def wait_until(condition, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def answers_done(page, selector: str) -> None:
+    page.wait_for_function(
+        f"() => [...document.querySelectorAll('{selector}')].every("
+        "c => c.querySelectorAll('[data-testid=\"bot\"]').length > 0)",
+        timeout=60_000,
+    )
+
+
+def test_a_workshop_round_in_the_browser_lands_in_feedback_db(server, page, feedback_store):
+    url, _, lineup = server
+    page.goto(url)
+    page.get_by_label("Your name (optional)").fill("aiko")
+    box = page.get_by_label("Prompt").first
+    box.fill("日本の首都は")
+    box.press("Enter")
+    answers_done(page, ".answer-column")
+    wait_until(lambda: feedback_store.count("generations") == len(lineup.variants))  # stored as the stream ends
+    columns = page.locator(".answer-column")
+    columns.nth(0).get_by_label("Like", exact=True).click()
+    columns.nth(1).get_by_label("Dislike", exact=True).click()
+    page.get_by_label("Ideal answer").fill("日本の首都は東京です。")
+    page.get_by_role("button", name="Save ideal answer").click()
+    page.wait_for_function(  # the handler empties the box once the correction is stored
+        "() => [...document.querySelectorAll('textarea')].every(t => !t.value.includes('東京です'))", timeout=10_000
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "tab-compare.png"), full_page=True)
+
+    page.get_by_role("tab", name="Arena (blind)").click()
+    arena_box = page.get_by_label("Prompt").nth(1)
+    arena_box.fill("Tell me about Tokyo")
+    page.get_by_role("button", name="Ask both").click()
+    answers_done(page, ".arena-column")
+    page.get_by_role("button", name="A is better").click()  # waits until it is enabled: the answers are stored
+    page.wait_for_function("() => (document.querySelector('.arena-reveal')?.innerText ?? '').includes('A =')", timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "tab-arena.png"), full_page=True)
+    revealed = page.locator(".arena-reveal").first.inner_text()
+
+    page.get_by_role("tab", name="Leaderboard").click()
+    page.get_by_text("blind comparisons").wait_for(timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "tab-leaderboard.png"), full_page=True)
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_text("dpo", exact=False).first.wait_for(timeout=10_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "tab-data.png"), full_page=True)
+
+    generations = feedback_store.query("SELECT id, variant FROM generations ORDER BY id")
+    assert len(generations) == len(lineup.variants) + 2  # the compare round and the two arena answers
+    votes = feedback_store.query("SELECT generation_id, value, participant FROM votes ORDER BY id")
+    assert votes == [
+        {"generation_id": generations[0]["id"], "value": 1, "participant": "aiko"},
+        {"generation_id": generations[1]["id"], "value": -1, "participant": "aiko"},
+    ]
+    corrections = feedback_store.query("SELECT generation_id, text FROM corrections")
+    last_column = generations[len(lineup.variants) - 1]["id"]  # the ideal answer goes to the last column by default
+    assert corrections == [{"generation_id": last_column, "text": "日本の首都は東京です。"}]
+    comparisons = feedback_store.query("SELECT left_id, right_id, outcome, blind, participant FROM comparisons")
+    arena_ids = [g["id"] for g in generations[-2:]]
+    assert comparisons == [
+        {"left_id": arena_ids[0], "right_id": arena_ids[1], "outcome": "left", "blind": 1, "participant": "aiko"}
+    ]
+    assert generations[-2]["variant"] in revealed and generations[-1]["variant"] in revealed
+
+
+def test_the_page_speaks_japanese_to_a_japanese_browser(server):
+    from playwright.sync_api import sync_playwright
+
+    url, _, _ = server
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(locale="ja-JP", viewport={"width": 1400, "height": 900})
+        page.goto(url)
+        page.get_by_role("button", name="送信").wait_for(timeout=30_000)
+        assert page.get_by_role("tab", name="アリーナ（ブラインド）").count() == 1
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "tab-compare-ja.png"), full_page=True)
+        browser.close()

@@ -91,3 +91,19 @@ def m001_initial(db: Database) -> None:
     )
     db["votes"].create_index(["generation_id", "participant"])
     db["generations"].create_index(["prompt"])
+
+
+@migration
+def m002_current_votes_view(db: Database) -> None:
+    """Each participant's latest vote on each answer (anonymous votes each count once): what counting uses."""
+    db.create_view(
+        "current_votes",
+        """
+        SELECT v.* FROM votes v
+        WHERE v.id = (
+            SELECT max(w.id) FROM votes w
+            WHERE w.generation_id = v.generation_id
+              AND coalesce(w.participant, 'anonymous#' || w.id) = coalesce(v.participant, 'anonymous#' || v.id)
+        )
+        """,
+    )

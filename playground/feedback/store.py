@@ -219,17 +219,7 @@ class FeedbackStore:
 
     def current_votes(self) -> list[dict]:
         """Each participant's latest vote on each answer (anonymous votes each count once)."""
-        return self.query(
-            """
-            SELECT v.* FROM votes v
-            WHERE v.id = (
-                SELECT max(w.id) FROM votes w
-                WHERE w.generation_id = v.generation_id
-                  AND coalesce(w.participant, 'anonymous#' || w.id) = coalesce(v.participant, 'anonymous#' || v.id)
-            )
-            ORDER BY v.id
-            """
-        )
+        return self.query("SELECT * FROM current_votes ORDER BY id")
 
     def integrity_ok(self) -> bool:
         return self.query("PRAGMA integrity_check")[0]["integrity_check"] == "ok"

@@ -1,0 +1,195 @@
+"""Compare tab: one prompt streams into every chosen column at once, from a single event; thumbs and ideal answers."""
+
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+
+from playground.config import Lineup
+from playground.errors import FeedbackError, PlaygroundError
+from playground.feedback import FeedbackStore
+from playground.models.generation import SamplingSettings, model_input_text, stream_side_by_side
+from playground.models.runtime import Runtime
+from playground.prompting.banks import Bank
+from playground.prompting.modes import MODE_TITLES, MODES, PLAIN_Q, PromptSpec, build_prompt
+from playground.recording import record_answers
+from playground.ui.i18n import t
+from playground.ui.messages import answer_ordinal, conversation
+
+MAX_COLUMNS = 4
+
+
+class Sessions:
+    """Per browser session: its row in the sessions table, and the flag that Stop sets."""
+
+    def __init__(self, store: FeedbackStore | None):
+        self.store = store
+        self.ids: dict[str, str] = {}
+        self.stop_flags: dict[str, threading.Event] = {}
+
+    def session_id(self, request: gr.Request, participant: str) -> str | None:
+        if self.store is None:
+            return None
+        if request.session_hash not in self.ids:
+            agent = request.headers.get("user-agent") if request.headers else None
+            self.ids[request.session_hash] = self.store.record_session(participant or None, agent)
+        return self.ids[request.session_hash]
+
+    def new_stop_flag(self, request: gr.Request) -> threading.Event:
+        flag = self.stop_flags[request.session_hash] = threading.Event()
+        return flag
+
+    def stop(self, request: gr.Request) -> None:
+        flag = self.stop_flags.get(request.session_hash)
+        if flag is not None:
+            flag.set()
+
+
+def sampling_controls() -> list[gr.components.Component]:
+    with gr.Accordion(t("settings"), open=False):
+        with gr.Row():
+            return [
+                gr.Slider(1, 512, value=96, step=1, label=t("max_new_tokens")),
+                gr.Slider(0, 2, value=0, step=0.05, label=t("temperature")),
+                gr.Slider(0.05, 1, value=0.95, step=0.05, label="top p"),
+                gr.Slider(0, 200, value=0, step=1, label="top k (0 = off)"),
+                gr.Slider(1, 2, value=1.1, step=0.05, label="repetition penalty"),
+                gr.Number(value=0, precision=0, label="seed"),
+            ]
+
+
+def sampling_from(max_tokens, temp, top_p, top_k, penalty, seed, stop=()) -> SamplingSettings:
+    return SamplingSettings(
+        max_new_tokens=int(max_tokens),
+        temperature=float(temp),
+        top_p=float(top_p),
+        top_k=int(top_k),
+        repetition_penalty=float(penalty),
+        seed=None if seed is None else int(seed),
+        stop=stop,
+    )
+
+
+def compare_tab(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank], store, sessions: Sessions, name):
+    variants = lineup.variants[:MAX_COLUMNS]
+    with gr.Row(equal_height=True):
+        prompt = gr.Textbox(label=t("prompt"), placeholder="日本の首都は / The capital of Japan is", lines=1,
+                            max_lines=8, scale=6, autofocus=True)
+        with gr.Column(scale=1, min_width=140):
+            send = gr.Button(t("send"), variant="primary")
+            with gr.Row():
+                stop = gr.Button(t("stop"), variant="stop", size="sm")
+                regenerate = gr.Button(t("regenerate"), size="sm")
+                clear = gr.Button(t("clear"), size="sm")
+    with gr.Row():
+        mode = gr.Radio([(MODE_TITLES[m], m) for m in MODES], value="zero", label=t("mode"), scale=4)
+        task = gr.Dropdown(
+            [("free chat (no task) / 自由入力", "")]
+            + [(f"{b.title['en']} / {b.title['ja']}", name) for name, b in banks.items()],
+            value="", label=t("task"), scale=2,
+        )
+        shots = gr.Slider(1, 8, value=3, step=1, label=t("k"), scale=1)
+        lang = gr.Radio([("English", "en"), ("日本語", "ja")], value="en", label=t("lang"), scale=1)
+    sampling = sampling_controls()
+    columns, panels, answer_ids = [], [], []
+    with gr.Row():
+        for v in variants:
+            with gr.Column():
+                columns.append(gr.Chatbot(
+                    label=f"{v.name} · {'chat' if v.format == 'chat' else 'completion'}", height=440,
+                    elem_classes=["answer-column"], feedback_options=("Like", "Dislike"),
+                ))
+                with gr.Accordion(t("show_prompt"), open=False):
+                    panels.append(gr.Textbox(label=f"exact input of {v.name}", lines=6, max_lines=30,
+                                             interactive=False, elem_classes=["prompt-text"], buttons=["copy"]))
+                answer_ids.append(gr.State([]))  # generation id of each answer in this column, in order
+    with gr.Row(equal_height=True):
+        ideal = gr.Textbox(label=t("ideal"), lines=2, scale=5)
+        ideal_for = gr.Dropdown([v.name for v in variants], value=variants[-1].name, label=t("ideal_for"), scale=2)
+        save_ideal = gr.Button(t("save_correction"), scale=1)
+    stored = gr.JSON(visible=False)  # {variant: generation id} of the latest answers, for API clients
+
+    def respond(request: gr.Request, participant, text, mode_name, task_name, k, lang_code, *rest):
+        settings_values, histories, ids = rest[:6], rest[6:6 + len(variants)], rest[6 + len(variants):]
+        spec = PromptSpec(mode=mode_name, k=int(k), lang=lang_code)
+        bank = banks.get(task_name) if task_name else None
+        # With a task, a base model goes on to ask itself the next question: stop it there.
+        settings = sampling_from(*settings_values, stop=tuple(f"\n{q}" for q in PLAIN_Q.values()) if bank else ())
+        try:
+            asked = [conversation(h) + [{"role": "user", "content": text or ""}] for h in histories]
+            prompts = [build_prompt(spec, bank, text or "", v.format, a[:-1]) for v, a in zip(variants, asked)]
+            shown = [a + [{"role": "assistant", "content": ""}] for a in asked]
+            exact = [model_input_text(runtime, p) for p in prompts]
+            cancel = sessions.new_stop_flag(request)
+            adapters = [v.name if v.adapter else None for v in variants]
+            for step in stream_side_by_side(runtime, prompts, adapters, settings, cancel):
+                for chat, column in zip(shown, step):
+                    chat[-1]["content"] = column.text
+                yield ("", *shown, *exact, *ids, gr.skip())
+        except PlaygroundError as exc:
+            raise gr.Error(str(exc)) from None
+        if store is None:
+            return
+        try:
+            new = record_answers(store, runtime.model_id, variants, step, asked, prompts, spec, task_name or None,
+                                 settings, sessions.session_id(request, participant), participant or None)
+        except FeedbackError as exc:
+            gr.Warning(f"The answers are shown but were not stored: {exc}")
+            return
+        yield ("", *shown, *exact, *[old + [i] for old, i in zip(ids, new)],
+               {v.name: i for v, i in zip(variants, new)})
+
+    inputs = [name, prompt, mode, task, shots, lang, *sampling, *columns, *answer_ids]
+    outputs = [prompt, *columns, *panels, *answer_ids, stored]
+    events = [
+        # One lane for every generation: the model answers one batch at a time.
+        trigger(respond, inputs, outputs, api_name=api_name, concurrency_limit=1, concurrency_id="generation")
+        for trigger, api_name in ((send.click, "compare"), (prompt.submit, False))
+    ]
+
+    def last_turn_removed(*state):
+        """Regenerate: take back the last exchange of every column and ask its question again."""
+        histories, ids = state[:len(variants)], state[len(variants):]
+        last = next((m for m in reversed(conversation(histories[0])) if m["role"] == "user"), None)
+        if last is None:
+            raise gr.Error("There is nothing to regenerate yet / まだ再生成するものがありません")
+        return (last["content"], *[h[:-2] for h in histories], *[i[:-1] for i in ids])
+
+    regenerate.click(last_turn_removed, [*columns, *answer_ids], [prompt, *columns, *answer_ids],
+                     api_name=False, queue=False).then(
+        respond, inputs, outputs, api_name=False, concurrency_limit=1, concurrency_id="generation")
+    stop.click(sessions.stop, api_name="stop", queue=False)
+    clear.click(lambda: [[] for _ in columns] * 2, outputs=[*columns, *answer_ids], api_name=False)
+
+    for column, ids in zip(columns, answer_ids):
+        def on_like(history, ids_so_far, participant, data: gr.LikeData):
+            if store is None or data.liked in (None, ""):
+                return
+            ordinal = answer_ordinal(history, data.index if isinstance(data.index, int) else data.index[0])
+            if ordinal >= len(ids_so_far):
+                gr.Warning("This answer is still being written; vote when it is complete / 回答の完了後に投票してください")
+                return
+            value = 1 if data.liked in (True, "Like") else -1
+            try:
+                store.record_vote(ids_so_far[ordinal], value, participant or None)
+            except FeedbackError as exc:
+                raise gr.Error(str(exc)) from None
+            gr.Info("Vote saved / 投票を保存しました 👍" if value > 0 else "Vote saved / 投票を保存しました 👎")
+
+        column.like(on_like, [column, ids, name], None, api_name=False, queue=False)
+
+    def save_correction(text, variant_name, participant, *ids):
+        if store is None:
+            raise gr.Error("No feedback database is open")
+        column_ids = ids[[v.name for v in variants].index(variant_name)]
+        if not column_ids:
+            raise gr.Error(f"{variant_name} has no stored answer yet; send a prompt first / まず質問を送ってください")
+        try:
+            store.record_correction(column_ids[-1], text, participant or None)
+        except FeedbackError as exc:
+            raise gr.Error(str(exc)) from None
+        gr.Info("Ideal answer saved / 理想の回答を保存しました")
+        return ""
+
+    save_ideal.click(save_correction, [ideal, ideal_for, name, *answer_ids], [ideal], api_name=False)
