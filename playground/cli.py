@@ -116,17 +116,26 @@ def serve_command(args: argparse.Namespace) -> int:
     from playground.feedback import FeedbackStore
     from playground.models.runtime import Runtime
     from playground.ui.app import build_app, launch_options
+    from playground.ui.loading import ModelLoading
 
     settings = settings_from(args)
     log(settings.describe())
-    banks = load_banks()  # a malformed bank stops the start with its file and line, before the model loads
+    banks = load_banks()  # a malformed bank stops the start with its file and line
     store = FeedbackStore(settings.db)  # likewise a feedback.db that cannot be used
-    runtime = Runtime.from_lineup(settings.lineup, settings.cache_dir, log)
-    app = build_app(runtime, settings.lineup, banks, store)
-    log(f"open http://{settings.host}:{settings.port} in a browser (Ctrl+C stops)")
+    # The page is served at once and says the model is loading; the first start converts it (about a minute).
+    loading = ModelLoading.start(lambda: Runtime.from_lineup(settings.lineup, settings.cache_dir, log))
+    app = build_app(loading, settings.lineup, banks, store)
     app.queue(default_concurrency_limit=1).launch(
-        server_name=settings.host, server_port=settings.port, show_error=False, quiet=True, **launch_options()
+        server_name=settings.host, server_port=settings.port, show_error=False, quiet=True,
+        prevent_thread_lock=True, **launch_options(),
     )
+    log(f"open http://{settings.host}:{settings.port} in a browser (Ctrl+C stops)")
+    try:
+        loading.future.result()  # a model that cannot be loaded ends the program with its message
+    except PlaygroundError:
+        app.close()
+        raise
+    app.block_thread()
     return 0
 
 

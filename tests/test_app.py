@@ -11,6 +11,8 @@ from playground.prompting.modes import PromptSpec, build_prompt
 
 PROMPTING = ("zero", "", 3, "en")  # mode, task bank (none), k, language
 SAMPLING = (24, 0, 0.95, 0, 1.0, 0)  # max new tokens, temperature, top p, top k, repetition penalty, seed
+COLUMNS = ["base", "sft", "rlhf"]
+SAMPLING = SAMPLING + (COLUMNS,)  # and the columns chosen
 SETTINGS = PROMPTING + SAMPLING
 
 
@@ -66,7 +68,7 @@ def test_second_turn_carries_each_columns_history(server):
 def test_stop_ends_the_generation(server):
     url, runtime, _ = server
     client = Client(url, verbose=False)
-    job = client.submit("", "Hello", *PROMPTING, 512, 0, 0.95, 0, 1.0, 0, [], [], [], api_name="/compare")
+    job = client.submit("", "Hello", *PROMPTING, 512, 0, 0.95, 0, 1.0, 0, COLUMNS, [], [], [], api_name="/compare")
     deadline = time.time() + 60
     while not job.outputs() and time.time() < deadline:
         time.sleep(0.05)
@@ -110,3 +112,52 @@ def test_every_answer_shown_is_stored(server, feedback_store, toy_bank):
     assert len(sessions) == 1 and rows[0]["session_id"] == sessions[0]["id"]
     client.predict("", "Hello", *SETTINGS, *outputs[:3], api_name="/compare")  # a second turn, same session
     assert feedback_store.count("generations") == 6 and feedback_store.count("sessions") == 1
+
+
+def test_only_the_chosen_columns_answer(server, feedback_store):
+    url, _, _ = server
+    client = Client(url, verbose=False)
+    _, *outputs = client.predict("", "Hello", *PROMPTING, *SAMPLING[:-1], ["base", "rlhf"], [], [], [],
+                                 api_name="/compare")
+    columns, stored = outputs[:3], outputs[6]
+    assert len(columns[0]) == 2 and len(columns[2]) == 2
+    assert columns[1] == {"__type__": "update"}  # the unchosen column is left as it was
+    assert sorted(stored) == ["base", "rlhf"]
+    assert [r["variant"] for r in feedback_store.query("SELECT variant FROM generations")] == ["base", "rlhf"]
+    with pytest.raises(Exception) as error:
+        client.predict("", "Hello", *PROMPTING, *SAMPLING[:-1], [], [], [], [], api_name="/compare")
+    assert "Choose 1 to 4 columns" in str(error.value)
+
+
+def test_a_script_drives_a_whole_session_through_gradio_client(server, feedback_store):
+    """The flow of the browser test, by the named API endpoints only."""
+    url, _, lineup = server
+    client = Client(url, verbose=False)
+    _, *outputs = client.predict("ben", "日本の首都は", *SETTINGS, [], [], [], api_name="/compare")
+    ids = outputs[6]  # {variant: generation id} of the answers just shown
+    assert sorted(ids) == sorted(v.name for v in lineup.variants)
+    up = client.predict(ids["rlhf"], 1, "ben", api_name="/vote")
+    down = client.predict(ids["base"], -1, "ben", api_name="/vote")
+    fixed = client.predict(ids["sft"], "日本の首都は東京です。", "ben", api_name="/correction")
+    _, left, right, _, round_ids, *_ = client.predict("ben", "Tell me about Tokyo", *SAMPLING[:-1], api_name="/arena")
+    assert left[1]["role"] == right[1]["role"] == "assistant"
+    names = client.predict(round_ids["left_id"], round_ids["right_id"], "right", "ben", api_name="/arena_vote")
+    assert {names["left"], names["right"]} <= {v.name for v in lineup.variants}
+
+    votes = feedback_store.query("SELECT id, generation_id, value, participant FROM votes ORDER BY id")
+    assert votes == [
+        {"id": up, "generation_id": ids["rlhf"], "value": 1, "participant": "ben"},
+        {"id": down, "generation_id": ids["base"], "value": -1, "participant": "ben"},
+    ]
+    assert feedback_store.query("SELECT id, generation_id, text FROM corrections") == [
+        {"id": fixed, "generation_id": ids["sft"], "text": "日本の首都は東京です。"}
+    ]
+    assert feedback_store.query("SELECT left_id, right_id, outcome, blind, participant FROM comparisons") == [
+        {"left_id": round_ids["left_id"], "right_id": round_ids["right_id"], "outcome": "right", "blind": 1,
+         "participant": "ben"}
+    ]
+    left_row = feedback_store.generation(round_ids["left_id"])
+    assert left_row["variant"] == names["left"] and left_row["prompt"] == "Tell me about Tokyo"
+    with pytest.raises(Exception) as error:
+        client.predict(99999, 1, "ben", api_name="/vote")
+    assert "no stored answer with id 99999" in str(error.value)

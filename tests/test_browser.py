@@ -165,3 +165,38 @@ def test_the_page_speaks_japanese_to_a_japanese_browser(server):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "tab-compare-ja.png"), full_page=True)
         browser.close()
+
+
+def test_the_page_says_the_model_is_loading_until_it_is_ready(runtime, tiny_lineup, page):
+    from concurrent.futures import Future
+
+    from gradio_client import Client
+
+    from conftest import free_port
+    from playground.ui.app import build_app, launch_options
+    from playground.ui.loading import ModelLoading
+
+    pending = Future()
+    app = build_app(ModelLoading(pending), tiny_lineup, {})
+    port = free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                       **launch_options())
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        page.goto(url)
+        page.get_by_text("Loading the model").wait_for(timeout=30_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "loading.png"))
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception) as error:
+            client.predict("", "Hello", "zero", "", 3, "en", 8, 0, 0.95, 0, 1.0, 0, ["base"], [], [], [],
+                           api_name="/compare")
+        assert "The model is still loading" in str(error.value)
+        pending.set_result(runtime)
+        page.get_by_text("Loading the model").wait_for(state="hidden", timeout=30_000)
+        assert runtime.model_id in page.locator("h2").first.inner_text() + page.content()
+        _, answer, *_ = client.predict("", "Hello", "zero", "", 3, "en", 8, 0, 0.95, 0, 1.0, 0, ["base"], [], [], [],
+                                       api_name="/compare")
+        assert answer[1]["role"] == "assistant"
+    finally:
+        app.close()

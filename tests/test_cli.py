@@ -124,3 +124,12 @@ def test_prompting_needs_neither_torch_nor_gradio():
     code = "import sys, playground.prompting.modes, playground.prompting.scoring; print(sorted({'torch', 'gradio'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_serve_ends_with_the_message_when_the_model_cannot_be_loaded(tmp_path):
+    from conftest import free_port
+
+    result = run_cli("serve", "--base", str(tmp_path / "missing.gguf"), "--port", str(free_port()),
+                     "--db", str(tmp_path / "feedback.db"))
+    assert result.returncode == 2
+    assert "no such GGUF file" in result.stderr and "Traceback" not in result.stderr

@@ -15,6 +15,7 @@ from playground.ui.arena import arena_vote as store_arena_vote
 from playground.ui.board import data_tab, leaderboard_tab
 from playground.ui.compare import Sessions, compare_tab
 from playground.ui.i18n import I18N, t
+from playground.ui.loading import LOADING, ModelLoading
 
 CSS = """
 .answer-column .message, .arena-column .message { font-size: 1.05rem; }
@@ -28,28 +29,44 @@ def launch_options() -> dict:
     return {"css": CSS, "i18n": I18N}
 
 
-def build_app(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank], store: FeedbackStore | None = None) -> gr.Blocks:
+def build_app(
+    runtime: Runtime | ModelLoading, lineup: Lineup, banks: dict[str, Bank], store: FeedbackStore | None = None
+) -> gr.Blocks:
+    """The page; `runtime` may still be loading (the page says so until it is ready)."""
+    loading = runtime if isinstance(runtime, ModelLoading) else ModelLoading.ready(runtime)
     sessions = Sessions(store)
     with gr.Blocks(title="Alignment Playground") as app:
         with gr.Row(equal_height=True):
-            gr.Markdown(
-                f"## Alignment Playground\nBase model **{runtime.model_id}**: base, instruction-tuned and aligned "
-                "variants side by side / ベースモデルと指示チューニング・アラインメント済みモデルを並べて比較",
-            )
+            header = gr.Markdown(heading(loading))
             name = gr.Textbox(label=t("name"), max_lines=1, scale=0, min_width=220)
+        status = gr.Markdown(LOADING, visible=not loading.done(), elem_classes=["loading-status"])
         with gr.Tabs():
             with gr.Tab(t("tab_compare")):
-                compare_tab(runtime, lineup, banks, store, sessions, name)
+                compare_tab(loading, lineup, banks, store, sessions, name)
             with gr.Tab(t("tab_arena")):
-                arena_tab(runtime, lineup, store, sessions, name)
+                arena_tab(loading, lineup, store, sessions, name)
             with gr.Tab(t("tab_leaderboard")) as board:
                 show_board, board_outputs = leaderboard_tab(store)
             with gr.Tab(t("tab_data")) as data:
                 show_data, data_outputs = data_tab(store)
+        if not loading.done():
+            poll = gr.Timer(1.0)
+            poll.tick(
+                lambda: (heading(loading), gr.update(visible=not loading.done()), gr.Timer(active=not loading.done())),
+                outputs=[header, status, poll], api_name=False, queue=False,
+            )
         board.select(show_board, outputs=board_outputs, api_name=False)
         data.select(show_data, outputs=data_outputs, api_name=False)
         _api(store)
     return app
+
+
+def heading(loading: ModelLoading) -> str:
+    model = loading().model_id if loading.done() and not loading.future.exception() else "…"
+    return (
+        f"## Alignment Playground\nBase model **{model}**: base, instruction-tuned and aligned variants side by side"
+        " / ベースモデルと指示チューニング・アラインメント済みモデルを並べて比較"
+    )
 
 
 def _api(store: FeedbackStore | None) -> None:

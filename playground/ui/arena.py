@@ -9,17 +9,17 @@ import gradio as gr
 from playground.config import Lineup
 from playground.errors import FeedbackError, PlaygroundError
 from playground.models.generation import stream_side_by_side
-from playground.models.runtime import Runtime
 from playground.prompting.modes import PromptSpec, build_prompt
 from playground.recording import record_answers
 from playground.ui.compare import Sessions, sampling_controls, sampling_from
 from playground.ui.i18n import t
+from playground.ui.loading import ModelLoading
 
 OUTCOMES = ("left", "right", "tie", "both_bad")
 HIDDEN = "**A** ? · **B** ? — vote to reveal / 投票すると名前が表示されます"
 
 
-def arena_tab(runtime: Runtime, lineup: Lineup, store, sessions: Sessions, name) -> None:
+def arena_tab(get_runtime: ModelLoading, lineup: Lineup, store, sessions: Sessions, name) -> None:
     gr.Markdown(t("arena_intro"))
     if len(lineup.variants) < 2:
         gr.Markdown("The arena needs at least two variants in the lineup / アリーナには2つ以上のモデルが必要です")
@@ -39,6 +39,7 @@ def arena_tab(runtime: Runtime, lineup: Lineup, store, sessions: Sessions, name)
     closed = [gr.update(interactive=False)] * len(buttons)
 
     def play(request: gr.Request, participant, text, *settings_values):
+        model = get_runtime()
         pair = random.sample(lineup.variants, 2)  # random variants, in random order
         spec = PromptSpec()
         settings = sampling_from(*settings_values)
@@ -47,7 +48,7 @@ def arena_tab(runtime: Runtime, lineup: Lineup, store, sessions: Sessions, name)
             prompts = [build_prompt(spec, None, text or "", v.format) for v in pair]
             adapters = [v.name if v.adapter else None for v in pair]
             chats = [asked + [{"role": "assistant", "content": ""}] for _ in pair]
-            for step in stream_side_by_side(runtime, prompts, adapters, settings, sessions.new_stop_flag(request)):
+            for step in stream_side_by_side(model, prompts, adapters, settings, sessions.new_stop_flag(request)):
                 for chat, column in zip(chats, step):
                     chat[-1]["content"] = column.text
                 yield "", *chats, HIDDEN, {}, gr.skip(), *closed
@@ -56,7 +57,7 @@ def arena_tab(runtime: Runtime, lineup: Lineup, store, sessions: Sessions, name)
         if store is None:
             return
         try:
-            ids = record_answers(store, runtime.model_id, tuple(pair), step, [asked, asked], prompts, spec, None,
+            ids = record_answers(store, model.model_id, tuple(pair), step, [asked, asked], prompts, spec, None,
                                  settings, sessions.session_id(request, participant), participant or None)
         except FeedbackError as exc:
             raise gr.Error(f"The answers were not stored, so this round cannot be voted on: {exc}") from None

@@ -10,11 +10,11 @@ from playground.config import Lineup
 from playground.errors import FeedbackError, PlaygroundError
 from playground.feedback import FeedbackStore
 from playground.models.generation import SamplingSettings, model_input_text, stream_side_by_side
-from playground.models.runtime import Runtime
 from playground.prompting.banks import Bank
 from playground.prompting.modes import MODE_TITLES, MODES, PLAIN_Q, PromptSpec, build_prompt
 from playground.recording import record_answers
 from playground.ui.i18n import t
+from playground.ui.loading import ModelLoading
 from playground.ui.messages import answer_ordinal, conversation
 
 MAX_COLUMNS = 4
@@ -71,8 +71,10 @@ def sampling_from(max_tokens, temp, top_p, top_k, penalty, seed, stop=()) -> Sam
     )
 
 
-def compare_tab(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank], store, sessions: Sessions, name):
-    variants = lineup.variants[:MAX_COLUMNS]
+def compare_tab(get_runtime: ModelLoading, lineup: Lineup, banks: dict[str, Bank], store, sessions: Sessions, name):
+    variants = lineup.variants
+    names = [v.name for v in variants]
+    chosen = gr.CheckboxGroup(names, value=names[:MAX_COLUMNS], label=t("columns"))
     with gr.Row(equal_height=True):
         prompt = gr.Textbox(label=t("prompt"), placeholder="日本の首都は / The capital of Japan is", lines=1,
                             max_lines=8, scale=6, autofocus=True)
@@ -92,10 +94,11 @@ def compare_tab(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank], store,
         shots = gr.Slider(1, 8, value=3, step=1, label=t("k"), scale=1)
         lang = gr.Radio([("English", "en"), ("日本語", "ja")], value="en", label=t("lang"), scale=1)
     sampling = sampling_controls()
-    columns, panels, answer_ids = [], [], []
+    columns, panels, answer_ids, containers = [], [], [], []
     with gr.Row():
         for v in variants:
-            with gr.Column():
+            with gr.Column(visible=v.name in names[:MAX_COLUMNS]) as container:
+                containers.append(container)
                 columns.append(gr.Chatbot(
                     label=f"{v.name} · {'chat' if v.format == 'chat' else 'completion'}", height=440,
                     elem_classes=["answer-column"], feedback_options=("Like", "Dislike"),
@@ -106,41 +109,56 @@ def compare_tab(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank], store,
                 answer_ids.append(gr.State([]))  # generation id of each answer in this column, in order
     with gr.Row(equal_height=True):
         ideal = gr.Textbox(label=t("ideal"), lines=2, scale=5)
-        ideal_for = gr.Dropdown([v.name for v in variants], value=variants[-1].name, label=t("ideal_for"), scale=2)
+        ideal_for = gr.Dropdown(names, value=names[:MAX_COLUMNS][-1], label=t("ideal_for"), scale=2)
         save_ideal = gr.Button(t("save_correction"), scale=1)
     stored = gr.JSON(visible=False)  # {variant: generation id} of the latest answers, for API clients
 
     def respond(request: gr.Request, participant, text, mode_name, task_name, k, lang_code, *rest):
-        settings_values, histories, ids = rest[:6], rest[6:6 + len(variants)], rest[6 + len(variants):]
+        settings_values, picked = rest[:6], rest[6] or []
+        histories, ids = rest[7:7 + len(variants)], rest[7 + len(variants):]
+        if not 1 <= len(picked) <= MAX_COLUMNS:
+            raise gr.Error(f"Choose 1 to {MAX_COLUMNS} columns / 列を1〜{MAX_COLUMNS}個選んでください")
+        on = [v.name in picked for v in variants]  # only the chosen columns take part
         spec = PromptSpec(mode=mode_name, k=int(k), lang=lang_code)
         bank = banks.get(task_name) if task_name else None
         # With a task, a base model goes on to ask itself the next question: stop it there.
         settings = sampling_from(*settings_values, stop=tuple(f"\n{q}" for q in PLAIN_Q.values()) if bank else ())
+        active = [v for v, o in zip(variants, on) if o]
+        model = get_runtime()
+
+        def spread(values, other=None):
+            """Values for the chosen columns, placed among all columns (the others unchanged)."""
+            it = iter(values)
+            return [next(it) if o else (gr.skip() if other is None else other[i]) for i, o in enumerate(on)]
+
         try:
-            asked = [conversation(h) + [{"role": "user", "content": text or ""}] for h in histories]
-            prompts = [build_prompt(spec, bank, text or "", v.format, a[:-1]) for v, a in zip(variants, asked)]
+            asked = [conversation(h) + [{"role": "user", "content": text or ""}] for h, o in zip(histories, on) if o]
+            prompts = [build_prompt(spec, bank, text or "", v.format, a[:-1]) for v, a in zip(active, asked)]
             shown = [a + [{"role": "assistant", "content": ""}] for a in asked]
-            exact = [model_input_text(runtime, p) for p in prompts]
+            exact = [model_input_text(model, p) for p in prompts]
             cancel = sessions.new_stop_flag(request)
-            adapters = [v.name if v.adapter else None for v in variants]
-            for step in stream_side_by_side(runtime, prompts, adapters, settings, cancel):
+            adapters = [v.name if v.adapter else None for v in active]
+            for step in stream_side_by_side(model, prompts, adapters, settings, cancel):
                 for chat, column in zip(shown, step):
                     chat[-1]["content"] = column.text
-                yield ("", *shown, *exact, *ids, gr.skip())
+                yield ("", *spread(shown), *spread(exact), *ids, gr.skip())
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
         if store is None:
             return
         try:
-            new = record_answers(store, runtime.model_id, variants, step, asked, prompts, spec, task_name or None,
-                                 settings, sessions.session_id(request, participant), participant or None)
+            new = record_answers(store, model.model_id, tuple(active), step, asked, prompts, spec,
+                                 task_name or None, settings, sessions.session_id(request, participant),
+                                 participant or None)
         except FeedbackError as exc:
             gr.Warning(f"The answers are shown but were not stored: {exc}")
             return
-        yield ("", *shown, *exact, *[old + [i] for old, i in zip(ids, new)],
-               {v.name: i for v, i in zip(variants, new)})
+        grown = [old + [i] for old, i in zip([x for x, o in zip(ids, on) if o], new)]
+        yield ("", *spread(shown), *spread(exact), *spread(grown, ids), {v.name: i for v, i in zip(active, new)})
 
-    inputs = [name, prompt, mode, task, shots, lang, *sampling, *columns, *answer_ids]
+    chosen.change(lambda picked: [gr.update(visible=n in picked) for n in names], chosen, containers,
+                  api_name=False, queue=False)
+    inputs = [name, prompt, mode, task, shots, lang, *sampling, chosen, *columns, *answer_ids]
     outputs = [prompt, *columns, *panels, *answer_ids, stored]
     events = [
         # One lane for every generation: the model answers one batch at a time.
@@ -182,7 +200,7 @@ def compare_tab(runtime: Runtime, lineup: Lineup, banks: dict[str, Bank], store,
     def save_correction(text, variant_name, participant, *ids):
         if store is None:
             raise gr.Error("No feedback database is open")
-        column_ids = ids[[v.name for v in variants].index(variant_name)]
+        column_ids = ids[names.index(variant_name)]
         if not column_ids:
             raise gr.Error(f"{variant_name} has no stored answer yet; send a prompt first / まず質問を送ってください")
         try:

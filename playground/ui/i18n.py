@@ -10,6 +10,7 @@ TEXT = {
     "tab_data": ("Data", "データ"),
     "name": ("Your name (optional)", "お名前（任意）"),
     "prompt": ("Prompt", "プロンプト"),
+    "columns": ("Columns (choose 1 to 4)", "表示する列（1〜4個）"),
     "send": ("Send", "送信"),
     "stop": ("Stop", "停止"),
     "clear": ("Clear", "クリア"),
