@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from playground.config import Variant
-from playground.models.generation import SamplingSettings, stream_side_by_side
+from playground.models.generation import SamplingSettings, generate_all
 from playground.models.runtime import Runtime
 from playground.prompting.banks import Bank
 from playground.prompting.modes import PLAIN_Q, PromptSpec, build_prompt
@@ -49,10 +49,7 @@ def evaluate(
         outputs = []
         for start in range(0, len(prompts), BATCH):
             rows = prompts[start : start + BATCH]
-            final = None
-            for final in stream_side_by_side(runtime, rows, [adapter] * len(rows), settings):
-                pass
-            outputs += [column.text for column in final]
+            outputs += [column.text for column in generate_all(runtime, rows, [adapter] * len(rows), settings)]
             log(f"{bank.task} {lang} {mode}: {len(outputs)}/{len(items)}")
         scores = [score(bank, item, output) for item, output in zip(items, outputs)]
         examples = [

@@ -200,3 +200,19 @@ def test_the_page_says_the_model_is_loading_until_it_is_ready(runtime, tiny_line
         assert answer[1]["role"] == "assistant"
     finally:
         app.close()
+
+
+def test_regenerate_asks_the_last_question_again(server, page, feedback_store):
+    url, _, lineup = server
+    page.goto(url)
+    box = page.get_by_label("Prompt").first
+    box.fill("Hello")
+    box.press("Enter")
+    wait_until(lambda: feedback_store.count("generations") == len(lineup.variants))
+    page.get_by_role("button", name="Regenerate").click()
+    wait_until(lambda: feedback_store.count("generations") == 2 * len(lineup.variants))
+    page.wait_for_timeout(300)
+    for index in range(len(lineup.variants)):  # one exchange per column, not two
+        assert page.locator(".answer-column").nth(index).locator("[data-testid='user']").count() == 1
+    prompts = [r["prompt"] for r in feedback_store.query("SELECT prompt FROM generations")]
+    assert prompts == ["Hello"] * 2 * len(lineup.variants)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 import time
 from dataclasses import dataclass, field, replace
 from typing import Iterator
@@ -203,9 +204,13 @@ def model_input_text(runtime: Runtime, prompt: str) -> str:
     return runtime.tokenizer.decode(runtime.tokenizer(prompt)["input_ids"], skip_special_tokens=False)
 
 
+def generate_all(
+    runtime: Runtime, prompts: list[str], adapters: list[str | None], settings: SamplingSettings = SamplingSettings()
+) -> list[Column]:
+    """Every row's whole answer, from one batched call (no streaming)."""
+    return deque(stream_side_by_side(runtime, prompts, adapters, settings), maxlen=1)[0]  # the last update
+
+
 def generate_one(runtime: Runtime, prompt: str, adapter: str | None, settings: SamplingSettings = SamplingSettings()) -> Column:
     """The whole answer of one variant."""
-    final = None
-    for final in stream_side_by_side(runtime, [prompt], [adapter], settings):
-        pass
-    return final[0]
+    return generate_all(runtime, [prompt], [adapter], settings)[0]

@@ -160,21 +160,24 @@ def compare_tab(get_runtime: ModelLoading, lineup: Lineup, banks: dict[str, Bank
                   api_name=False, queue=False)
     inputs = [name, prompt, mode, task, shots, lang, *sampling, chosen, *columns, *answer_ids]
     outputs = [prompt, *columns, *panels, *answer_ids, stored]
-    events = [
+    for trigger, api_name in ((send.click, "compare"), (prompt.submit, False)):
         # One lane for every generation: the model answers one batch at a time.
         trigger(respond, inputs, outputs, api_name=api_name, concurrency_limit=1, concurrency_id="generation")
-        for trigger, api_name in ((send.click, "compare"), (prompt.submit, False))
-    ]
 
-    def last_turn_removed(*state):
-        """Regenerate: take back the last exchange of every column and ask its question again."""
+    def last_turn_removed(picked, *state):
+        """Regenerate: take back the chosen columns' last exchange and ask its question again."""
         histories, ids = state[:len(variants)], state[len(variants):]
-        last = next((m for m in reversed(conversation(histories[0])) if m["role"] == "user"), None)
-        if last is None:
+        taking_part = [n in picked and bool(h) for n, h in zip(names, histories)]
+        if not any(taking_part):
             raise gr.Error("There is nothing to regenerate yet / まだ再生成するものがありません")
-        return (last["content"], *[h[:-2] for h in histories], *[i[:-1] for i in ids])
+        question = conversation(histories[taking_part.index(True)])[-2]["content"]
+        return (
+            question,
+            *[h[:-2] if part else h for h, part in zip(histories, taking_part)],
+            *[i[:-1] if part else i for i, part in zip(ids, taking_part)],
+        )
 
-    regenerate.click(last_turn_removed, [*columns, *answer_ids], [prompt, *columns, *answer_ids],
+    regenerate.click(last_turn_removed, [chosen, *columns, *answer_ids], [prompt, *columns, *answer_ids],
                      api_name=False, queue=False).then(
         respond, inputs, outputs, api_name=False, concurrency_limit=1, concurrency_id="generation")
     stop.click(sessions.stop, api_name="stop", queue=False)
