@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--json", action="store_true", help="print one JSON object")
     board.set_defaults(run=leaderboard_command)
 
+    train = commands.add_parser("train", parents=[model], help="train a new adapter version from feedback")
+    train.add_argument("kind", choices=("dpo",), help="dpo (KTO, reward model and SFT: to come)")
+    train.add_argument("--db", type=Path, help="feedback database file (default ./feedback.db)")
+    train.add_argument("--from", dest="parent", type=Path, help="adapter folder to continue from (the reference)")
+    train.add_argument("--name", default="rlhf", help="adapter name: versions go to adapters/NAME/vN (default rlhf)")
+    train.add_argument("--adapters", type=Path, default=Path("adapters"), help="adapters folder (default adapters)")
+    train.add_argument("--steps", type=int, default=40, help="optimizer steps (default 40)")
+    train.add_argument("--lr", type=float, default=5e-5, help="learning rate (default 5e-5, for LoRA)")
+    train.add_argument("--beta", type=float, default=0.1, help="DPO beta (default 0.1)")
+    train.add_argument("--precompute-ref", action="store_true", help="compute reference log-probs once, up front")
+    train.set_defaults(run=train_command)
+
     bench = commands.add_parser("bench", parents=[model], help="run a benchmark and print its results")
     bench.add_argument("name", choices=BENCHMARKS)
     bench.add_argument("--json", action="store_true", help="print one JSON object (the only output format)")
@@ -248,6 +260,44 @@ def leaderboard_command(args: argparse.Namespace) -> int:
         print(f"     {variant:<24} {t['rate']:.0%} ({t['up']} up, {t['down']} down)")
     if not board.thumbs:
         print("     no votes yet")
+    return 0
+
+
+def train_command(args: argparse.Namespace) -> int:
+    import time
+
+    from playground.feedback import FeedbackStore
+    from playground.training.jobs import JobSpec, Jobs
+
+    settings = settings_from(args)
+    if args.parent is not None and not (args.parent / "adapter_config.json").is_file():
+        raise ConfigError(f"--from {args.parent}: not an adapter folder (no adapter_config.json)")
+    spec = JobSpec(
+        kind=args.kind, db=str(settings.db), source=settings.lineup.source, dtype=settings.lineup.dtype,
+        cache_dir=str(settings.cache_dir), adapters_root=str(args.adapters), name=args.name,
+        parent=str(args.parent) if args.parent else None,
+        settings={"steps": args.steps, "learning_rate": args.lr, "beta": args.beta,
+                  "precompute_ref": args.precompute_ref},
+    )
+    jobs = Jobs(FeedbackStore(settings.db))
+    run_id = jobs.start(spec)
+    log(f"training run #{run_id} started (process {jobs.process.pid}); Ctrl+C cancels it")
+    shown = 0
+    try:
+        while True:
+            run = jobs.wait(timeout=1.0)
+            for step in run["metrics"][shown:]:
+                log("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in step.items()))
+            shown = len(run["metrics"])
+            if run["status"] != "running":
+                break
+    except KeyboardInterrupt:
+        jobs.cancel()
+        log(f"training run #{run_id} cancelled; no version was published")
+        return 130
+    if run["status"] != "done":
+        raise PlaygroundError(f"training run #{run_id} {run['status']}: {run['message']}")
+    print(run["folder"])
     return 0
 
 

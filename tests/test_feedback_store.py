@@ -30,9 +30,9 @@ def test_database_is_created_with_its_tables_wal_and_foreign_keys(tmp_path):
     assert {"sessions", "generations", "votes", "comparisons", "corrections", "training_runs"} <= tables
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db().execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert store.schema_version() == len(MIGRATIONS) == 2
+    assert store.schema_version() == len(MIGRATIONS) == 3
     FeedbackStore(path)  # opening again applies nothing twice
-    assert db.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 2
+    assert db.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 3
 
 
 def test_a_generation_row_holds_what_rebuilds_its_training_example(tmp_path):

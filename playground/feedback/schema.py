@@ -107,3 +107,10 @@ def m002_current_votes_view(db: Database) -> None:
         )
         """,
     )
+
+
+@migration
+def m003_training_run_messages(db: Database) -> None:
+    """What a run said last (progress, or why it failed), and its OS process, so it can be cancelled."""
+    db["training_runs"].add_column("message", str)
+    db["training_runs"].add_column("pid", int)

@@ -199,6 +199,28 @@ class FeedbackStore:
         record = {"generation_id": generation_id, "text": text, "participant": participant, "created_at": now()}
         return self._insert("corrections", record, "storing the correction")
 
+    # -- training runs --
+
+    def start_run(self, kind: str, params: dict) -> int:
+        record = {"kind": kind, "status": "running", "started_at": now(), "params": json.dumps(params), "metrics": "[]"}
+        return self._insert("training_runs", record, "recording the training run")
+
+    def update_run(self, run_id: int, step: dict | None = None, **fields) -> None:
+        """Append a progress step to the run's metrics and/or set fields (status, message, folder, version, pid)."""
+        with self._errors("updating the training run"), self._write() as db:
+            if step is not None:
+                metrics = json.loads(db["training_runs"].get(run_id)["metrics"] or "[]")
+                fields["metrics"] = json.dumps(metrics + [step])
+            if fields.get("status") in ("done", "failed", "cancelled"):
+                fields["finished_at"] = now()
+            db["training_runs"].update(run_id, fields)
+
+    def run(self, run_id: int) -> dict:
+        rows = self.query("SELECT * FROM training_runs WHERE id = ?", [run_id])
+        if not rows:
+            raise FeedbackError(f"there is no training run {run_id}")
+        return {**rows[0], "metrics": json.loads(rows[0]["metrics"] or "[]"), "params": json.loads(rows[0]["params"])}
+
     # -- reads --
 
     def query(self, sql: str, params: list | tuple = ()) -> list[dict]:

@@ -1,0 +1,1 @@
+"""Retraining from feedback: datasets, TRL trainers with LoRA, publishing adapter versions, background jobs."""

@@ -1,0 +1,53 @@
+"""Feedback pairs as plain text examples for the trainers, split by prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from playground.errors import PlaygroundError
+from playground.feedback import FeedbackStore
+from playground.feedback.export import build
+from playground.prompting.formats import render_gemma_chat
+
+END_OF_TURN = "<end_of_turn>"
+MIN_PAIRS = 8  # fewer than this and a DPO run learns noise
+
+
+class NotEnoughData(PlaygroundError):
+    """Too few examples to train on."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: str  # the exact text the model sees
+    chosen: str
+    rejected: str
+
+
+def as_text(prompt, completion) -> tuple[str, str]:
+    """TRL rows to the text the model sees: chat turns in Gemma's format, each answer closed by <end_of_turn>."""
+    if isinstance(prompt, list):
+        return render_gemma_chat(prompt), completion[0]["content"] + END_OF_TURN
+    return prompt, completion
+
+
+def preference_pairs(store: FeedbackStore, split: str) -> list[Pair]:
+    rows = build(store, "dpo", split).rows
+    pairs = []
+    for row in rows:
+        prompt, chosen = as_text(row["prompt"], row["chosen"])
+        _, rejected = as_text(row["prompt"], row["rejected"])
+        pairs.append(Pair(prompt, chosen, rejected))
+    return pairs
+
+
+def training_pairs(store: FeedbackStore, minimum: int = MIN_PAIRS) -> tuple[list[Pair], list[Pair]]:
+    """(train, held-out) pairs; a clear message when there are too few to train on."""
+    train, test = preference_pairs(store, "train"), preference_pairs(store, "test")
+    if len(train) < minimum:
+        raise NotEnoughData(
+            f"{len(train)} preference pairs to train on ({len(test)} more held out), and DPO needs at least "
+            f"{minimum}. Collect more: blind votes in the Arena, thumbs up and down on answers to the same "
+            "prompt, or ideal answers in the Compare tab"
+        )
+    return train, test

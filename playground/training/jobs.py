@@ -1,0 +1,112 @@
+"""Training runs in a child process: the app stays responsive, a crash or out-of-memory there never takes the app
+down, and Cancel ends it. One run at a time; progress lands in the training_runs table."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from playground.errors import PlaygroundError
+from playground.feedback import FeedbackStore
+
+
+class TrainingBusy(PlaygroundError):
+    """A run is already going."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    kind: str  # "dpo"
+    db: str
+    source: str  # the base, as in the lineup
+    dtype: str
+    cache_dir: str
+    adapters_root: str
+    name: str  # adapters/<name>/vN
+    parent: str | None = None  # adapter folder to continue from
+    settings: dict = field(default_factory=dict)
+
+
+def _child(spec: JobSpec, run_id: int) -> None:
+    """The child process: train, publish, and record the outcome."""
+    from playground.training.data import training_pairs
+    from playground.training.dpo import DPOSettings, train_dpo
+
+    sys.stdout = sys.stderr  # the trainer prints its logs; a command's stdout carries only its answer
+    store = FeedbackStore(spec.db)
+
+    def progress(update: dict) -> None:
+        if "step" in update:
+            store.update_run(run_id, step=update, message=f"step {update['step']} of {update['of']}")
+        else:
+            store.update_run(run_id, message=update["message"])
+
+    try:
+        train, test = training_pairs(store)
+        folder = train_dpo(spec.source, spec.dtype, Path(spec.cache_dir), train, test, Path(spec.adapters_root),
+                           spec.name, Path(spec.parent) if spec.parent else None, DPOSettings(**spec.settings),
+                           progress)
+        card = json.loads((folder / "card.json").read_text())
+        store.update_run(run_id, status="done", folder=str(folder), version=card["version"], adapter=spec.name,
+                         data_hash=card["data_hash"], message=f"published {folder}")
+    except PlaygroundError as exc:
+        store.update_run(run_id, status="failed", message=str(exc))
+    except BaseException as exc:
+        store.update_run(run_id, status="failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+class Jobs:
+    """Starts, watches and cancels training runs, one at a time."""
+
+    def __init__(self, store: FeedbackStore):
+        self.store = store
+        self.process: multiprocessing.Process | None = None
+        self.run_id: int | None = None
+        self.spec: JobSpec | None = None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def start(self, spec: JobSpec) -> int:
+        from playground.training.data import training_pairs
+
+        if self.running():
+            raise TrainingBusy(f"training run #{self.run_id} is still going; wait for it or cancel it")
+        training_pairs(self.store)  # too few pairs: say so now, not from the child
+        self.run_id = self.store.start_run(spec.kind, asdict(spec))
+        self.spec = spec
+        # spawn, not fork: a forked child would inherit the app's threads and torch state.
+        self.process = multiprocessing.get_context("spawn").Process(target=_child, args=(spec, self.run_id),
+                                                                    name=f"training-{self.run_id}")
+        self.process.start()
+        self.store.update_run(self.run_id, pid=self.process.pid)
+        return self.run_id
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """The run's row once the child has ended (or after `timeout` seconds)."""
+        if self.process is not None:
+            self.process.join(timeout)
+            if not self.process.is_alive() and self.store.run(self.run_id)["status"] == "running":
+                # it died without a word: killed, or out of memory
+                self.store.update_run(self.run_id, status="failed",
+                                      message=f"the training process ended abruptly (exit code {self.process.exitcode})")
+                self._clean_staging()
+        return self.store.run(self.run_id)
+
+    def cancel(self) -> None:
+        if not self.running():
+            return
+        self.process.kill()
+        self.process.join()
+        self.store.update_run(self.run_id, status="cancelled", message="cancelled")
+        self._clean_staging()
+
+    def _clean_staging(self) -> None:
+        """A killed run leaves its hidden staging folder; no version folder is ever half written."""
+        for staged in (Path(self.spec.adapters_root) / self.spec.name).glob(".staging-*"):
+            shutil.rmtree(staged, ignore_errors=True)

@@ -1,0 +1,43 @@
+"""Adapter versions: adapters/<name>/vN, written to a temporary folder and renamed into place, never overwritten."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+VERSION = re.compile(r"^v(\d+)$")
+
+
+def next_version(root: Path, name: str) -> int:
+    folder = Path(root) / name
+    numbers = [int(m.group(1)) for p in folder.glob("v*") if (m := VERSION.match(p.name))] if folder.is_dir() else []
+    return max(numbers, default=0) + 1
+
+
+def staging_folder(root: Path, name: str) -> Path:
+    """A hidden temporary folder beside the versions; an interrupted run leaves only this, which is not a version."""
+    parent = Path(root) / name
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+
+
+def publish(staged: Path, root: Path, name: str, card: dict) -> Path:
+    """Write card.json into `staged` and rename it to the next free vN; returns that folder."""
+    while True:
+        version = next_version(root, name)
+        target = Path(root) / name / f"v{version}"
+        (staged / "card.json").write_text(json.dumps({**card, "version": version}, indent=2, ensure_ascii=False))
+        try:
+            os.rename(staged, target)  # fails if another run took this number first: then try the next
+            return target
+        except OSError:
+            if not target.exists():
+                raise
+
+
+def discard(staged: Path) -> None:
+    shutil.rmtree(staged, ignore_errors=True)

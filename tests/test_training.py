@@ -1,0 +1,110 @@
+"""Real TRL DPO on the tiny model: weights move the right way, versions publish whole or not at all, hot-load."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from playground.feedback import FeedbackStore
+from playground.models.generation import SamplingSettings, generate_one
+from playground.training.data import NotEnoughData, training_pairs
+from playground.training.dpo import DPOSettings, train_dpo
+from playground.training.jobs import JobSpec, Jobs
+
+FAST = DPOSettings(steps=12, batch_size=4, learning_rate=5e-3, max_length=64)
+
+
+def separable_feedback(path, prompts=48):
+    """Every comparison prefers a polite answer to a curt one: a preference a tiny model can learn."""
+    store = FeedbackStore(path)
+    for i in range(prompts):
+        messages = [{"role": "user", "content": f"Question number {i}?"}]
+        kwargs = dict(prompt=messages[0]["content"], format="chat", messages=messages)
+        good = store.record_generation(variant="sft", response="Thank you, here is the answer.", **kwargs)
+        bad = store.record_generation(variant="base", response="No.", **kwargs)
+        store.record_comparison(good, bad, "left")
+    return store
+
+
+def test_dpo_moves_the_adapter_publishes_it_and_it_hot_loads(tiny_lineup, tiny_paths, tmp_path, runtime):
+    store = separable_feedback(tmp_path / "feedback.db")
+    train, test = training_pairs(store)
+    assert len(train) >= 8 and test and not {p.prompt for p in train} & {p.prompt for p in test}
+    steps = []
+    folder = train_dpo(tiny_lineup.source, "float32", tmp_path / "cache", train, test, tmp_path / "adapters", "rlhf",
+                       parent=tiny_paths["sft"], settings=FAST, progress=steps.append)
+    assert folder == tmp_path / "adapters" / "rlhf" / "v1"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                                                          "card.json"]
+    assert not list((tmp_path / "adapters" / "rlhf").glob(".staging-*"))
+    trained, parent = load_file(folder / "adapter_model.safetensors"), load_file(tiny_paths["sft"] / "adapter_model.safetensors")
+    assert trained.keys() == parent.keys() and all("lora_" in k for k in trained)  # only LoRA: the base is not saved
+    assert any(not torch.equal(trained[k], parent[k]) for k in trained)  # the adapter learned
+    card = json.loads((folder / "card.json").read_text())
+    metrics = card["metrics"]
+    assert metrics["held_out_preference_accuracy_after"] > metrics["held_out_preference_accuracy_before"]
+    assert metrics["held_out_preference_accuracy_after"] == 1.0
+    assert card["parent"] == str(tiny_paths["sft"]) and card["version"] == 1 and not card["worse_than_before"]
+    assert card["pairs"] == {"train": len(train), "held_out": len(test)}
+    assert [s["step"] for s in steps if "step" in s][-1] == FAST.steps
+    margins = [s["rewards/margins"] for s in steps if "rewards/margins" in s]
+    assert margins[-1] > margins[0]
+
+    base_before = {n: p.clone() for n, p in runtime.base.named_parameters() if "lora_" not in n}
+    runtime.load_adapter("rlhf-v1", folder)  # hot-load into a running runtime
+    answer = generate_one(runtime, "<start_of_turn>user\nQuestion number 99?<end_of_turn>\n<start_of_turn>model\n",
+                          "rlhf-v1", SamplingSettings(max_new_tokens=6, min_new_tokens=6))
+    assert len(answer.tokens) == 6
+    assert all(torch.equal(p, base_before[n]) for n, p in runtime.base.named_parameters() if "lora_" not in n)
+
+    again = train_dpo(tiny_lineup.source, "float32", tmp_path / "cache", train, test, tmp_path / "adapters", "rlhf",
+                      parent=folder, settings=DPOSettings(steps=2, batch_size=4, max_length=64))
+    assert again.name == "v2" and (folder / "card.json").read_text() == json.dumps(card, indent=2, ensure_ascii=False)
+
+
+def test_too_few_pairs_says_how_many_and_how_to_get_more(tmp_path):
+    store = separable_feedback(tmp_path / "feedback.db", prompts=3)
+    with pytest.raises(NotEnoughData, match=r"\d preference pairs to train on .* needs at least 8. Collect more"):
+        Jobs(store).start(JobSpec("dpo", str(store.path), "x", "float32", str(tmp_path), str(tmp_path), "rlhf"))
+    assert store.count("training_runs") == 0
+
+
+def test_a_killed_run_leaves_no_version_folder(tiny_lineup, tiny_paths, tmp_path):
+    store = separable_feedback(tmp_path / "feedback.db")
+    adapters = tmp_path / "adapters"
+    spec = JobSpec("dpo", str(store.path), tiny_lineup.source, "float32", str(tmp_path / "cache"), str(adapters),
+                   "rlhf", str(tiny_paths["sft"]), {"steps": 100000, "learning_rate": 1e-3, "max_length": 64})
+    jobs = Jobs(store)
+    run_id = jobs.start(spec)
+    deadline = time.time() + 240
+    while not store.run(run_id)["metrics"]:  # wait until it is really training
+        assert time.time() < deadline and jobs.running(), store.run(run_id)["message"]
+        time.sleep(0.5)
+    os.kill(jobs.process.pid, signal.SIGKILL)  # as an out-of-memory kill would
+    run = jobs.wait(timeout=30)
+    assert run["status"] == "failed" and "ended abruptly" in run["message"]
+    assert not (adapters / "rlhf").exists() or not list((adapters / "rlhf").iterdir())
+    assert store.integrity_ok()
+
+
+def test_train_cli_prints_the_new_adapter_folder(tiny_config, tiny_paths, tmp_path):
+    from test_cli import run_cli
+
+    store = separable_feedback(tmp_path / "feedback.db")
+    result = run_cli("train", "dpo", "--config", str(tiny_config), "--db", str(store.path), "--from",
+                     str(tiny_paths["sft"]), "--adapters", str(tmp_path / "adapters"), "--steps", "3", "--lr", "1e-3",
+                     "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "adapters" / "rlhf" / "v1"
+    assert result.stdout.strip() == str(folder)
+    assert "step 3" in result.stderr and "held-out preference accuracy after" not in result.stdout
+    run = store.run(1)
+    assert (run["status"], run["folder"], run["version"]) == ("done", str(folder), 1)
+    assert [m["step"] for m in run["metrics"]] == [1, 2, 3]
+    empty = FeedbackStore(tmp_path / "empty.db")
+    refused = run_cli("train", "dpo", "--config", str(tiny_config), "--db", str(empty.path))
+    assert refused.returncode == 2 and "0 preference pairs to train on" in refused.stderr
