@@ -14,7 +14,7 @@ from playground.prompting.banks import DEFAULT_FOLDER, LANGS, Bank, load_banks
 from playground.prompting.modes import MODES, PromptSpec, build_prompt
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
-BENCHMARKS = ("generation",)
+BENCHMARKS = ("generation", "training")
 
 
 def log(message: str) -> None:
@@ -129,6 +129,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from playground.models.runtime import Runtime
     from playground.ui.app import build_app, launch_options
     from playground.ui.loading import ModelLoading
+    from playground.ui.train import TrainingPlace
 
     settings = settings_from(args)
     log(settings.describe())
@@ -136,7 +137,8 @@ def serve_command(args: argparse.Namespace) -> int:
     store = FeedbackStore(settings.db)  # likewise a feedback.db that cannot be used
     # The page is served at once and says the model is loading; the first start converts it (about a minute).
     loading = ModelLoading.start(lambda: Runtime.from_lineup(settings.lineup, settings.cache_dir, log))
-    app = build_app(loading, settings.lineup, banks, store)
+    place = TrainingPlace(settings.db, settings.lineup.source, settings.lineup.dtype, settings.cache_dir)
+    app = build_app(loading, settings.lineup, banks, store, place)
     app.queue(default_concurrency_limit=1).launch(
         server_name=settings.host, server_port=settings.port, show_error=False, quiet=True,
         prevent_thread_lock=True, **launch_options(),

@@ -8,10 +8,18 @@ from gradio_client import Client
 from playground.models.generation import SamplingSettings, generate_one
 from playground.prompting import render
 from playground.prompting.modes import PromptSpec, build_prompt
+from playground.ui.live import SPARE_SLOTS
 
 PROMPTING = ("zero", "", 3, "en")  # mode, task bank (none), k, language
 SAMPLING = (24, 0, 0.95, 0, 1.0, 0)  # max new tokens, temperature, top p, top k, repetition penalty, seed
 COLUMNS = ["base", "sft", "rlhf"]
+SLOTS = len(COLUMNS) + SPARE_SLOTS  # every column slot takes its history, the spare ones too
+EMPTY = [[]] * SLOTS
+
+
+def chats(outputs):
+    """The column histories from a /compare result, to send back (a slot left as it was reads as an update)."""
+    return [c if isinstance(c, list) else [] for c in outputs[:SLOTS]]
 SAMPLING = SAMPLING + (COLUMNS,)  # and the columns chosen
 SETTINGS = PROMPTING + SAMPLING
 
@@ -19,9 +27,9 @@ SETTINGS = PROMPTING + SAMPLING
 def test_one_prompt_streams_into_every_column(server):
     url, runtime, lineup = server
     client = Client(url, verbose=False)
-    job = client.submit("", "日本の首都は", *SETTINGS, [], [], [], api_name="/compare")
+    job = client.submit("", "日本の首都は", *SETTINGS, *EMPTY, api_name="/compare")
     prompt_box, *outputs = job.result(timeout=120)
-    columns, panels = outputs[:3], outputs[3:6]
+    columns, panels = outputs[:3], outputs[SLOTS:2 * SLOTS]
     assert prompt_box == ""  # the prompt box is cleared for the next message
     assert len(job.outputs()) > 2  # streamed: many partial updates, not one answer at the end
     settings = SamplingSettings(max_new_tokens=24, repetition_penalty=1.0)
@@ -38,8 +46,8 @@ def test_one_prompt_streams_into_every_column(server):
 def test_few_shot_task_reaches_every_column_and_shows_its_prompt(server, toy_bank):
     url, runtime, lineup = server
     client = Client(url, verbose=False)
-    _, *outputs = client.predict("", "4+4", "few", "toy", 2, "en", *SAMPLING, [], [], [], api_name="/compare")
-    columns, panels = outputs[:3], outputs[3:6]
+    _, *outputs = client.predict("", "4+4", "few", "toy", 2, "en", *SAMPLING, *EMPTY, api_name="/compare")
+    columns, panels = outputs[:3], outputs[SLOTS:2 * SLOTS]
     for column, panel, variant in zip(columns, panels, lineup.variants):
         prompt = build_prompt(PromptSpec(mode="few", k=2), toy_bank, "4+4", variant.format)
         assert panel == "<bos>" + prompt
@@ -54,8 +62,8 @@ def test_few_shot_task_reaches_every_column_and_shows_its_prompt(server, toy_ban
 def test_second_turn_carries_each_columns_history(server):
     url, runtime, lineup = server
     client = Client(url, verbose=False)
-    _, *first = client.predict("", "Hello", *SETTINGS, [], [], [], api_name="/compare")
-    _, *second = client.predict("", "And then?", *SETTINGS, *first[:3], api_name="/compare")
+    _, *first = client.predict("", "Hello", *SETTINGS, *EMPTY, api_name="/compare")
+    _, *second = client.predict("", "And then?", *SETTINGS, *chats(first), api_name="/compare")
     second = second[:3]
     assert all(len(column) == 4 for column in second)
     sft_history = [{"role": m["role"], "content": m["content"][0]["text"]} for m in second[1][:3]]
@@ -68,7 +76,7 @@ def test_second_turn_carries_each_columns_history(server):
 def test_stop_ends_the_generation(server):
     url, runtime, _ = server
     client = Client(url, verbose=False)
-    job = client.submit("", "Hello", *PROMPTING, 512, 0, 0.95, 0, 1.0, 0, COLUMNS, [], [], [], api_name="/compare")
+    job = client.submit("", "Hello", *PROMPTING, 512, 0, 0.95, 0, 1.0, 0, COLUMNS, *EMPTY, api_name="/compare")
     deadline = time.time() + 60
     while not job.outputs() and time.time() < deadline:
         time.sleep(0.05)
@@ -84,17 +92,17 @@ def test_bad_settings_show_a_message_not_a_traceback(server):
     url, _, _ = server
     client = Client(url, verbose=False)
     with pytest.raises(Exception) as error:
-        client.predict("", "   ", *SETTINGS, [], [], [], api_name="/compare")
+        client.predict("", "   ", *SETTINGS, *EMPTY, api_name="/compare")
     assert "the prompt is empty" in str(error.value)
     with pytest.raises(Exception) as error:
-        client.predict("", "4+4", "few", "toy", 8, "en", *SAMPLING, [], [], [], api_name="/compare")
+        client.predict("", "4+4", "few", "toy", 8, "en", *SAMPLING, *EMPTY, api_name="/compare")
     assert "k = 8, but the toy bank has 2 en exemplars" in str(error.value)
 
 
 def test_every_answer_shown_is_stored(server, feedback_store, toy_bank):
     url, runtime, lineup = server
     client = Client(url, verbose=False)
-    _, *outputs = client.predict("", "4+4", "few", "toy", 2, "en", *SAMPLING, [], [], [], api_name="/compare")
+    _, *outputs = client.predict("", "4+4", "few", "toy", 2, "en", *SAMPLING, *EMPTY, api_name="/compare")
     rows = feedback_store.query("SELECT * FROM generations ORDER BY id")
     assert [r["variant"] for r in rows] == [v.name for v in lineup.variants]
     for row, variant, column in zip(rows, lineup.variants, outputs[:3]):
@@ -110,22 +118,22 @@ def test_every_answer_shown_is_stored(server, feedback_store, toy_bank):
         assert stored["tokens"] > 0 and stored["latency_ms"] > 0 and stored["finish"] in ("eos", "stop", "length")
     sessions = feedback_store.query("SELECT * FROM sessions")
     assert len(sessions) == 1 and rows[0]["session_id"] == sessions[0]["id"]
-    client.predict("", "Hello", *SETTINGS, *outputs[:3], api_name="/compare")  # a second turn, same session
+    client.predict("", "Hello", *SETTINGS, *chats(outputs), api_name="/compare")  # a second turn, same session
     assert feedback_store.count("generations") == 6 and feedback_store.count("sessions") == 1
 
 
 def test_only_the_chosen_columns_answer(server, feedback_store):
     url, _, _ = server
     client = Client(url, verbose=False)
-    _, *outputs = client.predict("", "Hello", *PROMPTING, *SAMPLING[:-1], ["base", "rlhf"], [], [], [],
+    _, *outputs = client.predict("", "Hello", *PROMPTING, *SAMPLING[:-1], ["base", "rlhf"], *EMPTY,
                                  api_name="/compare")
-    columns, stored = outputs[:3], outputs[6]
+    columns, stored = outputs[:3], outputs[2 * SLOTS]
     assert len(columns[0]) == 2 and len(columns[2]) == 2
     assert columns[1] == {"__type__": "update"}  # the unchosen column is left as it was
     assert sorted(stored) == ["base", "rlhf"]
     assert [r["variant"] for r in feedback_store.query("SELECT variant FROM generations")] == ["base", "rlhf"]
     with pytest.raises(Exception) as error:
-        client.predict("", "Hello", *PROMPTING, *SAMPLING[:-1], [], [], [], [], api_name="/compare")
+        client.predict("", "Hello", *PROMPTING, *SAMPLING[:-1], [], *EMPTY, api_name="/compare")
     assert "Choose 1 to 4 columns" in str(error.value)
 
 
@@ -133,8 +141,8 @@ def test_a_script_drives_a_whole_session_through_gradio_client(server, feedback_
     """The flow of the browser test, by the named API endpoints only."""
     url, _, lineup = server
     client = Client(url, verbose=False)
-    _, *outputs = client.predict("ben", "日本の首都は", *SETTINGS, [], [], [], api_name="/compare")
-    ids = outputs[6]  # {variant: generation id} of the answers just shown
+    _, *outputs = client.predict("ben", "日本の首都は", *SETTINGS, *EMPTY, api_name="/compare")
+    ids = outputs[2 * SLOTS]  # {variant: generation id} of the answers just shown
     assert sorted(ids) == sorted(v.name for v in lineup.variants)
     up = client.predict(ids["rlhf"], 1, "ben", api_name="/vote")
     down = client.predict(ids["base"], -1, "ben", api_name="/vote")

@@ -189,13 +189,13 @@ def test_the_page_says_the_model_is_loading_until_it_is_ready(runtime, tiny_line
         page.screenshot(path=str(ARTIFACTS / "loading.png"))
         client = Client(url, verbose=False)
         with pytest.raises(Exception) as error:
-            client.predict("", "Hello", "zero", "", 3, "en", 8, 0, 0.95, 0, 1.0, 0, ["base"], [], [], [],
+            client.predict("", "Hello", "zero", "", 3, "en", 8, 0, 0.95, 0, 1.0, 0, ["base"], *[[]] * 6,
                            api_name="/compare")
         assert "The model is still loading" in str(error.value)
         pending.set_result(runtime)
         page.get_by_text("Loading the model").wait_for(state="hidden", timeout=30_000)
         assert runtime.model_id in page.locator("h2").first.inner_text() + page.content()
-        _, answer, *_ = client.predict("", "Hello", "zero", "", 3, "en", 8, 0, 0.95, 0, 1.0, 0, ["base"], [], [], [],
+        _, answer, *_ = client.predict("", "Hello", "zero", "", 3, "en", 8, 0, 0.95, 0, 1.0, 0, ["base"], *[[]] * 6,
                                        api_name="/compare")
         assert answer[1]["role"] == "assistant"
     finally:
@@ -216,3 +216,44 @@ def test_regenerate_asks_the_last_question_again(server, page, feedback_store):
         assert page.locator(".answer-column").nth(index).locator("[data-testid='user']").count() == 1
     prompts = [r["prompt"] for r in feedback_store.query("SELECT prompt FROM generations")]
     assert prompts == ["Hello"] * 2 * len(lineup.variants)
+
+
+def test_retrain_in_the_page_then_compare_the_new_version(runtime, tiny_lineup, tiny_paths, tmp_path, page):
+    from conftest import free_port
+    from playground.ui.app import build_app, launch_options
+    from playground.ui.train import TrainingPlace
+    from test_training import separable_feedback
+
+    store = separable_feedback(tmp_path / "feedback.db")
+    place = TrainingPlace(store.path, tiny_lineup.source, "float32", tmp_path / "cache", tmp_path / "adapters")
+    app = build_app(runtime, tiny_lineup, {}, store, place)
+    port = free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                       **launch_options())
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_role("tab", name="Train").click()
+        steps = page.get_by_label("number input for steps")
+        steps.fill("3")
+        steps.press("Enter")
+        page.get_by_label("learning rate").fill("0.001")
+        page.get_by_role("button", name="Retrain with DPO / DPOで再学習").click()
+        page.get_by_text("done: published").wait_for(timeout=180_000)
+        page.get_by_text("Held-out preference accuracy").wait_for(timeout=10_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "tab-train.png"), full_page=True)
+        assert (tmp_path / "adapters" / "rlhf" / "v1" / "card.json").is_file()
+        assert "rlhf-v1" in runtime.adapters  # hot-loaded into the running app
+
+        page.get_by_role("tab", name="Compare").click()
+        page.get_by_label("rlhf-v1").check()  # the new version is a column choice at once
+        box = page.get_by_label("Prompt").first
+        box.fill("Question number 7?")
+        box.press("Enter")
+        wait_until(lambda: "rlhf-v1" in [r["variant"] for r in store.query("SELECT variant FROM generations")])
+        row = store.query("SELECT * FROM generations WHERE variant = 'rlhf-v1'")[0]
+        assert row["adapter_version"] == 1 and row["response"]
+        run = store.run(1)
+        assert run["status"] == "done" and [m["step"] for m in run["metrics"]] == [1, 2, 3]
+    finally:
+        app.close()

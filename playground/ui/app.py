@@ -15,7 +15,10 @@ from playground.ui.arena import arena_vote as store_arena_vote
 from playground.ui.board import data_tab, leaderboard_tab
 from playground.ui.compare import Sessions, compare_tab
 from playground.ui.i18n import I18N, t
+from playground.training.jobs import Jobs
+from playground.ui.live import LiveLineup
 from playground.ui.loading import LOADING, ModelLoading
+from playground.ui.train import TrainingPlace, train_tab
 
 CSS = """
 .answer-column .message, .arena-column .message { font-size: 1.05rem; }
@@ -30,10 +33,16 @@ def launch_options() -> dict:
 
 
 def build_app(
-    runtime: Runtime | ModelLoading, lineup: Lineup, banks: dict[str, Bank], store: FeedbackStore | None = None
+    runtime: Runtime | ModelLoading,
+    lineup: Lineup,
+    banks: dict[str, Bank],
+    store: FeedbackStore | None = None,
+    training: TrainingPlace | None = None,
 ) -> gr.Blocks:
-    """The page; `runtime` may still be loading (the page says so until it is ready)."""
+    """The page; `runtime` may still be loading (the page says so until it is ready). With `training`, a Train tab
+    retrains from the feedback and hot-loads the new version."""
     loading = runtime if isinstance(runtime, ModelLoading) else ModelLoading.ready(runtime)
+    live = LiveLineup(lineup)
     sessions = Sessions(store)
     with gr.Blocks(title="Alignment Playground") as app:
         with gr.Row(equal_height=True):
@@ -41,14 +50,18 @@ def build_app(
             name = gr.Textbox(label=t("name"), max_lines=1, scale=0, min_width=220)
         status = gr.Markdown(LOADING, visible=not loading.done(), elem_classes=["loading-status"])
         with gr.Tabs():
-            with gr.Tab(t("tab_compare")):
-                compare_tab(loading, lineup, banks, store, sessions, name)
+            with gr.Tab(t("tab_compare")) as compare:
+                refresh, refresh_inputs, refresh_outputs = compare_tab(loading, live, banks, store, sessions, name)
             with gr.Tab(t("tab_arena")):
-                arena_tab(loading, lineup, store, sessions, name)
+                arena_tab(loading, live, store, sessions, name)
             with gr.Tab(t("tab_leaderboard")) as board:
                 show_board, board_outputs = leaderboard_tab(store)
             with gr.Tab(t("tab_data")) as data:
                 show_data, data_outputs = data_tab(store)
+            if training is not None and store is not None:
+                with gr.Tab(t("tab_train")):
+                    train_tab(loading, live, Jobs(store), training, refresh, refresh_inputs, refresh_outputs)
+        compare.select(refresh, refresh_inputs, refresh_outputs, api_name=False, queue=False)
         if not loading.done():
             poll = gr.Timer(1.0)
             poll.tick(

@@ -6,22 +6,22 @@ import random
 
 import gradio as gr
 
-from playground.config import Lineup
 from playground.errors import FeedbackError, PlaygroundError
 from playground.models.generation import stream_side_by_side
 from playground.prompting.modes import PromptSpec, build_prompt
 from playground.recording import record_answers
 from playground.ui.compare import Sessions, sampling_controls, sampling_from
 from playground.ui.i18n import t
+from playground.ui.live import LiveLineup
 from playground.ui.loading import ModelLoading
 
 OUTCOMES = ("left", "right", "tie", "both_bad")
 HIDDEN = "**A** ? · **B** ? — vote to reveal / 投票すると名前が表示されます"
 
 
-def arena_tab(get_runtime: ModelLoading, lineup: Lineup, store, sessions: Sessions, name) -> None:
+def arena_tab(get_runtime: ModelLoading, live: LiveLineup, store, sessions: Sessions, name) -> None:
     gr.Markdown(t("arena_intro"))
-    if len(lineup.variants) < 2:
+    if len(live.variants) < 2:
         gr.Markdown("The arena needs at least two variants in the lineup / アリーナには2つ以上のモデルが必要です")
         return
     with gr.Row(equal_height=True):
@@ -40,7 +40,7 @@ def arena_tab(get_runtime: ModelLoading, lineup: Lineup, store, sessions: Sessio
 
     def play(request: gr.Request, participant, text, *settings_values):
         model = get_runtime()
-        pair = random.sample(lineup.variants, 2)  # random variants, in random order
+        pair = random.sample(live.variants, 2)  # random variants (hot-loaded ones too), in random order
         spec = PromptSpec()
         settings = sampling_from(*settings_values)
         asked = [{"role": "user", "content": text or ""}]

@@ -6,7 +6,7 @@ import threading
 
 import gradio as gr
 
-from playground.config import Lineup
+from playground.config import Variant
 from playground.errors import FeedbackError, PlaygroundError
 from playground.feedback import FeedbackStore
 from playground.models.generation import SamplingSettings, model_input_text, stream_side_by_side
@@ -14,6 +14,7 @@ from playground.prompting.banks import Bank
 from playground.prompting.modes import MODE_TITLES, MODES, PLAIN_Q, PromptSpec, build_prompt
 from playground.recording import record_answers
 from playground.ui.i18n import t
+from playground.ui.live import LiveLineup
 from playground.ui.loading import ModelLoading
 from playground.ui.messages import answer_ordinal, conversation
 
@@ -71,10 +72,14 @@ def sampling_from(max_tokens, temp, top_p, top_k, penalty, seed, stop=()) -> Sam
     )
 
 
-def compare_tab(get_runtime: ModelLoading, lineup: Lineup, banks: dict[str, Bank], store, sessions: Sessions, name):
-    variants = lineup.variants
-    names = [v.name for v in variants]
-    chosen = gr.CheckboxGroup(names, value=names[:MAX_COLUMNS], label=t("columns"))
+def column_label(variant: Variant | None) -> str:
+    return "" if variant is None else f"{variant.name} · {'chat' if variant.format == 'chat' else 'completion'}"
+
+
+def compare_tab(get_runtime: ModelLoading, live: LiveLineup, banks: dict[str, Bank], store, sessions: Sessions, name):
+    """Builds the tab; returns a function that refreshes its column choices (after a hot-load) and its outputs."""
+    first = live.names()[:MAX_COLUMNS]
+    chosen = gr.CheckboxGroup(live.names(), value=first, label=t("columns"))
     with gr.Row(equal_height=True):
         prompt = gr.Textbox(label=t("prompt"), placeholder="日本の首都は / The capital of Japan is", lines=1,
                             max_lines=8, scale=6, autofocus=True)
@@ -96,29 +101,32 @@ def compare_tab(get_runtime: ModelLoading, lineup: Lineup, banks: dict[str, Bank
     sampling = sampling_controls()
     columns, panels, answer_ids, containers = [], [], [], []
     with gr.Row():
-        for v in variants:
-            with gr.Column(visible=v.name in names[:MAX_COLUMNS]) as container:
+        for v in live.slots:  # empty slots wait, hidden, for versions trained while the app runs
+            with gr.Column(visible=v is not None and v.name in first) as container:
                 containers.append(container)
                 columns.append(gr.Chatbot(
-                    label=f"{v.name} · {'chat' if v.format == 'chat' else 'completion'}", height=440,
-                    elem_classes=["answer-column"], feedback_options=("Like", "Dislike"),
+                    label=column_label(v), height=440, elem_classes=["answer-column"],
+                    feedback_options=("Like", "Dislike"),
                 ))
                 with gr.Accordion(t("show_prompt"), open=False):
-                    panels.append(gr.Textbox(label=f"exact input of {v.name}", lines=6, max_lines=30,
-                                             interactive=False, elem_classes=["prompt-text"], buttons=["copy"]))
+                    panels.append(gr.Textbox(label="exact input", lines=6, max_lines=30, interactive=False,
+                                             elem_classes=["prompt-text"], buttons=["copy"]))
                 answer_ids.append(gr.State([]))  # generation id of each answer in this column, in order
     with gr.Row(equal_height=True):
         ideal = gr.Textbox(label=t("ideal"), lines=2, scale=5)
-        ideal_for = gr.Dropdown(names, value=names[:MAX_COLUMNS][-1], label=t("ideal_for"), scale=2)
+        ideal_for = gr.Dropdown(live.names(), value=first[-1], label=t("ideal_for"), scale=2)
         save_ideal = gr.Button(t("save_correction"), scale=1)
     stored = gr.JSON(visible=False)  # {variant: generation id} of the latest answers, for API clients
 
+    slots = len(live.slots)
+
     def respond(request: gr.Request, participant, text, mode_name, task_name, k, lang_code, *rest):
         settings_values, picked = rest[:6], rest[6] or []
-        histories, ids = rest[7:7 + len(variants)], rest[7 + len(variants):]
+        histories, ids = rest[7:7 + slots], rest[7 + slots:]
         if not 1 <= len(picked) <= MAX_COLUMNS:
             raise gr.Error(f"Choose 1 to {MAX_COLUMNS} columns / 列を1〜{MAX_COLUMNS}個選んでください")
-        on = [v.name in picked for v in variants]  # only the chosen columns take part
+        variants = list(live.slots)
+        on = [v is not None and v.name in picked for v in variants]  # only the chosen columns take part
         spec = PromptSpec(mode=mode_name, k=int(k), lang=lang_code)
         bank = banks.get(task_name) if task_name else None
         # With a task, a base model goes on to ask itself the next question: stop it there.
@@ -156,8 +164,8 @@ def compare_tab(get_runtime: ModelLoading, lineup: Lineup, banks: dict[str, Bank
         grown = [old + [i] for old, i in zip([x for x, o in zip(ids, on) if o], new)]
         yield ("", *spread(shown), *spread(exact), *spread(grown, ids), {v.name: i for v, i in zip(active, new)})
 
-    chosen.change(lambda picked: [gr.update(visible=n in picked) for n in names], chosen, containers,
-                  api_name=False, queue=False)
+    chosen.change(lambda picked: [gr.update(visible=v is not None and v.name in picked) for v in live.slots],
+                  chosen, containers, api_name=False, queue=False)
     inputs = [name, prompt, mode, task, shots, lang, *sampling, chosen, *columns, *answer_ids]
     outputs = [prompt, *columns, *panels, *answer_ids, stored]
     for trigger, api_name in ((send.click, "compare"), (prompt.submit, False)):
@@ -166,8 +174,8 @@ def compare_tab(get_runtime: ModelLoading, lineup: Lineup, banks: dict[str, Bank
 
     def last_turn_removed(picked, *state):
         """Regenerate: take back the chosen columns' last exchange and ask its question again."""
-        histories, ids = state[:len(variants)], state[len(variants):]
-        taking_part = [n in picked and bool(h) for n, h in zip(names, histories)]
+        histories, ids = state[:slots], state[slots:]
+        taking_part = [v is not None and v.name in picked and bool(h) for v, h in zip(live.slots, histories)]
         if not any(taking_part):
             raise gr.Error("There is nothing to regenerate yet / まだ再生成するものがありません")
         question = conversation(histories[taking_part.index(True)])[-2]["content"]
@@ -203,7 +211,7 @@ def compare_tab(get_runtime: ModelLoading, lineup: Lineup, banks: dict[str, Bank
     def save_correction(text, variant_name, participant, *ids):
         if store is None:
             raise gr.Error("No feedback database is open")
-        column_ids = ids[names.index(variant_name)]
+        column_ids = ids[[v.name if v else None for v in live.slots].index(variant_name)]
         if not column_ids:
             raise gr.Error(f"{variant_name} has no stored answer yet; send a prompt first / まず質問を送ってください")
         try:
@@ -214,3 +222,14 @@ def compare_tab(get_runtime: ModelLoading, lineup: Lineup, banks: dict[str, Bank
         return ""
 
     save_ideal.click(save_correction, [ideal, ideal_for, name, *answer_ids], [ideal], api_name=False)
+
+    def refresh(picked):
+        """New variants become choices; a chosen one shows its column."""
+        names = live.names()
+        return (
+            gr.update(choices=names, value=[n for n in picked or [] if n in names]),
+            gr.update(choices=names),
+            *[gr.update(label=column_label(v)) for v in live.slots],
+        )
+
+    return refresh, [chosen], [chosen, ideal_for, *columns]

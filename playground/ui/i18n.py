@@ -8,6 +8,7 @@ TEXT = {
     "tab_arena": ("Arena (blind)", "アリーナ（ブラインド）"),
     "tab_leaderboard": ("Leaderboard", "リーダーボード"),
     "tab_data": ("Data", "データ"),
+    "tab_train": ("Train", "学習"),
     "name": ("Your name (optional)", "お名前（任意）"),
     "prompt": ("Prompt", "プロンプト"),
     "columns": ("Columns (choose 1 to 4)", "表示する列（1〜4個）"),

@@ -1,0 +1,110 @@
+"""Train tab: press Retrain, watch the DPO curves, and the new version joins the Compare columns at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from playground.config import Variant
+from playground.errors import PlaygroundError
+from playground.training.jobs import JobSpec, Jobs
+from playground.ui.live import LiveLineup
+from playground.ui.loading import ModelLoading
+
+FRESH = "(fresh LoRA on the base)"
+
+
+@dataclass(frozen=True)
+class TrainingPlace:
+    """Where runs read the base from and write versions to."""
+
+    db: Path
+    source: str
+    dtype: str
+    cache_dir: Path
+    adapters_root: Path = Path("adapters")
+
+
+def curves(run: dict | None) -> pd.DataFrame:
+    rows = []
+    for step in (run or {}).get("metrics", []):
+        for key, series in (("loss", "loss"), ("rewards/margins", "reward margin"), ("rewards/accuracies", "accuracy")):
+            if key in step:
+                rows.append({"step": step["step"], "value": step[key], "series": series})
+    return pd.DataFrame(rows, columns=["step", "value", "series"])
+
+
+def describe(run: dict) -> str:
+    text = f"**Run #{run['id']}** — {run['status']}: {run['message'] or ''}"
+    if run["status"] == "done" and run["folder"]:
+        card = Path(run["folder"]) / "card.json"
+        if card.is_file():
+            import json
+
+            data = json.loads(card.read_text())
+            metrics = data["metrics"]
+            text += (f"\n\nHeld-out preference accuracy: {metrics['held_out_preference_accuracy_before']} → "
+                     f"{metrics['held_out_preference_accuracy_after']}")
+            if data["worse_than_before"]:
+                text += "\n\n⚠️ **This version did worse on held-out pairs than its parent.** It is loaded for "\
+                        "comparison; do not promote it without a closer look."
+    return text
+
+
+def train_tab(get_runtime: ModelLoading, live: LiveLineup, jobs: Jobs, place: TrainingPlace, refresh_compare,
+              compare_inputs, compare_outputs) -> None:
+    """`refresh_compare(*compare_inputs) -> compare_outputs` shows a hot-loaded version in the Compare tab."""
+    parents = [v for v in live.variants if v.adapter]
+    with gr.Row():
+        parent = gr.Dropdown([FRESH, *[v.name for v in parents]], value=parents[0].name if parents else FRESH,
+                             label="Continue from (the reference policy)", scale=2)
+        name = gr.Textbox("rlhf", label="New adapter name (versions: adapters/NAME/vN)", max_lines=1, scale=2)
+        steps = gr.Slider(1, 400, value=40, step=1, label="steps", scale=1)
+        lr = gr.Number(5e-5, label="learning rate", scale=1)
+        beta = gr.Number(0.1, label="beta", scale=1)
+    with gr.Row():
+        start = gr.Button("Retrain with DPO / DPOで再学習", variant="primary")
+        cancel = gr.Button("Cancel / 中止", variant="stop")
+    status = gr.Markdown("No run yet. / まだ学習していません。")
+    plot = gr.LinePlot(curves(None), x="step", y="value", color="series", label="DPO", height=320)
+    poll = gr.Timer(1.0, active=False)
+
+    def begin(parent_name, adapter_name, n_steps, rate, dpo_beta):
+        folder = next((v.adapter for v in live.variants if v.name == parent_name), None)
+        spec = JobSpec("dpo", str(place.db), place.source, place.dtype, str(place.cache_dir), str(place.adapters_root),
+                       adapter_name.strip() or "rlhf", str(folder) if folder else None,
+                       {"steps": int(n_steps), "learning_rate": float(rate), "beta": float(dpo_beta)})
+        try:
+            run_id = jobs.start(spec)
+        except PlaygroundError as exc:
+            raise gr.Error(str(exc)) from None
+        gr.Info(f"Training run #{run_id} started / 学習を開始しました")
+        return describe(jobs.store.run(run_id)), curves(None), gr.Timer(active=True)
+
+    def watch(*compare_state):
+        run = jobs.wait(timeout=0)
+        updates = [gr.skip()] * len(compare_outputs)
+        if run["status"] == "running":
+            return describe(run), curves(run), gr.Timer(active=True), *updates
+        if run["status"] == "done":
+            variant = Variant(f"{Path(run['folder']).parent.name}-v{run['version']}", Path(run["folder"]), "chat")
+            if variant.name not in live.names():
+                try:
+                    get_runtime().load_adapter(variant.name, variant.adapter)  # hot-load: the base stays as it is
+                    live.add(variant)
+                    gr.Info(f"{variant.name} is loaded: choose it in Compare / 比較タブで選べます")
+                except PlaygroundError as exc:
+                    gr.Warning(str(exc))
+                updates = refresh_compare(*compare_state)
+        return describe(run), curves(run), gr.Timer(active=False), *updates
+
+    def stop():
+        jobs.cancel()
+        gr.Info("Cancelled: no version was published / 中止しました")
+
+    start.click(begin, [parent, name, steps, lr, beta], [status, plot, poll], api_name="train")
+    poll.tick(watch, compare_inputs, [status, plot, poll, *compare_outputs], api_name=False)
+    cancel.click(stop, api_name="cancel_training")
