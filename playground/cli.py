@@ -266,8 +266,6 @@ def leaderboard_command(args: argparse.Namespace) -> int:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    import time
-
     from playground.feedback import FeedbackStore
     from playground.training.jobs import JobSpec, Jobs
 
