@@ -237,7 +237,7 @@ def test_retrain_in_the_page_then_compare_the_new_version(runtime, tiny_lineup, 
         steps.fill("3")
         steps.press("Enter")
         page.get_by_label("learning rate").fill("0.001")
-        page.get_by_role("button", name="Retrain with DPO / DPOで再学習").click()
+        page.get_by_role("button", name="Retrain / 再学習").click()
         page.get_by_text("done: published").wait_for(timeout=180_000)
         page.get_by_text("Held-out preference accuracy").wait_for(timeout=10_000)
         page.wait_for_timeout(1500)  # let the curves finish drawing before the screenshot

@@ -108,3 +108,44 @@ def test_train_cli_prints_the_new_adapter_folder(tiny_config, tiny_paths, tmp_pa
     empty = FeedbackStore(tmp_path / "empty.db")
     refused = run_cli("train", "dpo", "--config", str(tiny_config), "--db", str(empty.path))
     assert refused.returncode == 2 and "0 preference pairs to train on" in refused.stderr
+
+
+def ideal_answers(path, prompts=40):
+    """Every answer was corrected to the same polite reply: a target a tiny model can learn."""
+    store = FeedbackStore(path)
+    for i in range(prompts):
+        messages = [{"role": "user", "content": f"Question number {i}?"}]
+        shown = store.record_generation(variant="base", prompt=messages[0]["content"], response="No.", format="chat",
+                                        messages=messages)
+        store.record_correction(shown, "Thank you, here is the answer.")
+    return store
+
+
+def test_sft_learns_the_ideal_answers_and_publishes(tiny_lineup, tiny_paths, tmp_path):
+    from playground.training.data import sft_examples
+    from playground.training.sft import SFTSettings, train_sft
+
+    store = ideal_answers(tmp_path / "feedback.db")
+    train, test = sft_examples(store)
+    assert train and test and train[0].completion == "Thank you, here is the answer.<end_of_turn>"
+    assert train[0].prompt.startswith("<start_of_turn>user\nQuestion number")
+    steps = []
+    folder = train_sft(tiny_lineup.source, "float32", tmp_path / "cache", train, test, tmp_path / "adapters",
+                       "instruct", parent=None, settings=SFTSettings(steps=20, batch_size=8, learning_rate=2e-2,
+                                                                     max_length=64), progress=steps.append)
+    assert folder == tmp_path / "adapters" / "instruct" / "v1"
+    card = json.loads((folder / "card.json").read_text())
+    assert card["kind"] == "sft" and card["parent"] is None
+    assert card["metrics"]["held_out_loss_after"] < card["metrics"]["held_out_loss_before"] - 0.2  # moved right
+    losses = [s["loss"] for s in steps if "loss" in s]
+    assert len(losses) == 20 and losses[-1] < losses[0]
+    weights = load_file(folder / "adapter_model.safetensors")
+    assert weights and all("lora_" in k for k in weights)
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items())  # B starts at zero
+
+
+def test_sft_needs_ideal_answers(tmp_path):
+    from playground.training.data import NotEnoughData, sft_examples
+
+    with pytest.raises(NotEnoughData, match="0 examples to train on .* Collect more: write ideal answers"):
+        sft_examples(FeedbackStore(tmp_path / "feedback.db"))

@@ -11,6 +11,7 @@ from playground.prompting.formats import render_gemma_chat
 
 END_OF_TURN = "<end_of_turn>"
 MIN_PAIRS = 8  # fewer than this and a DPO run learns noise
+MIN_EXAMPLES = 4  # ideal answers and upvoted answers for SFT
 
 
 class NotEnoughData(PlaygroundError):
@@ -49,5 +50,26 @@ def training_pairs(store: FeedbackStore, minimum: int = MIN_PAIRS) -> tuple[list
             f"{len(train)} preference pairs to train on ({len(test)} more held out), and DPO needs at least "
             f"{minimum}. Collect more: blind votes in the Arena, thumbs up and down on answers to the same "
             "prompt, or ideal answers in the Compare tab"
+        )
+    return train, test
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str  # the exact text the model sees
+    completion: str  # the answer it should learn to give
+
+
+def sft_examples(store: FeedbackStore, minimum: int = MIN_EXAMPLES) -> tuple[list[Example], list[Example]]:
+    """(train, held-out) examples from ideal answers and upvoted answers, split by prompt."""
+    def examples(split: str) -> list[Example]:
+        rows = build(store, "sft", split).rows
+        return [Example(render_gemma_chat(r["messages"][:-1]), r["messages"][-1]["content"] + END_OF_TURN) for r in rows]
+
+    train, test = examples("train"), examples("test")
+    if len(train) < minimum:
+        raise NotEnoughData(
+            f"{len(train)} examples to train on ({len(test)} more held out), and SFT needs at least {minimum}. "
+            "Collect more: write ideal answers in the Compare tab, or give thumbs up to good answers"
         )
     return train, test

@@ -11,15 +11,19 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
-import torch
 
-from playground.models.sources import load_base
+from playground.training.common import (
+    Progress,
+    common_args,
+    reporter,
+    final_loss,
+    save_and_publish,
+    sequence_logp,
+    trainable_model,
+)
 from playground.training.data import Pair
-from playground.training.publish import discard, publish, staging_folder
-
-Progress = Callable[[dict], None]
+from playground.training.publish import discard, staging_folder
 
 
 @dataclass(frozen=True)
@@ -32,17 +36,6 @@ class DPOSettings:
     max_length: int = 512  # tokens of prompt + answer
     precompute_ref: bool = False  # compute the reference log-probs once, before training
     seed: int = 0
-
-
-def sequence_logp(model, tokenizer, prompt: str, completion: str) -> float:
-    """log p(completion | prompt), summed over the completion's tokens."""
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    full = torch.tensor([prompt_ids + completion_ids], device=next(model.parameters()).device)  # (1, T)
-    with torch.no_grad():
-        logits = model(input_ids=full).logits[0, :-1].float()  # (T-1, vocab): position t predicts token t+1
-    logps = torch.log_softmax(logits, dim=-1).gather(1, full[0, 1:, None])[:, 0]  # (T-1,)
-    return float(logps[len(prompt_ids) - 1 :].sum())
 
 
 def preference_accuracy(peft_model, tokenizer, pairs: list[Pair], adapter: str | None) -> float | None:
@@ -81,54 +74,29 @@ def train_dpo(
 ) -> Path:
     """Train, evaluate on the held-out pairs before and after, and publish adapters_root/name/vN."""
     from datasets import Dataset
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import TrainerCallback, set_seed
+    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
     set_seed(settings.seed)
-    base = load_base(source, dtype, "auto", cache_dir, log=lambda message: progress({"message": message}))
-    if parent is not None:
-        model = PeftModel.from_pretrained(base.model, str(parent), is_trainable=True)
-    else:
-        config = LoraConfig(r=settings.rank, lora_alpha=2 * settings.rank, target_modules="all-linear",
-                            task_type="CAUSAL_LM")
-        model = get_peft_model(base.model, config)
+    base, model = trainable_model(source, dtype, cache_dir, parent, settings.rank, progress)
     before = preference_accuracy(model, base.tokenizer, test, "default" if parent else None)
     progress({"message": f"held-out preference accuracy before: {before}"})
-
-    class Report(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:  # the closing summary is not a step
-                return
-            keep = ("loss", "rewards/margins", "rewards/accuracies")
-            progress({"step": state.global_step, "of": settings.steps, **{k: logs[k] for k in keep if k in logs}})
-
     staged = staging_folder(adapters_root, name)
     try:
         args = DPOConfig(
-            output_dir=str(staged / "trainer"),
-            max_steps=settings.steps,
-            per_device_train_batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate,
+            **common_args(staged, settings.steps, settings.batch_size, settings.learning_rate, settings.seed, dtype),
             beta=settings.beta,
             max_length=settings.max_length,
             precompute_ref_log_probs=settings.precompute_ref,
-            logging_steps=1,
-            save_strategy="no",
-            report_to=[],
-            seed=settings.seed,
-            use_cpu=not torch.cuda.is_available(),
-            bf16=dtype == "bfloat16" and torch.cuda.is_available(),
         )
         dataset = Dataset.from_list([asdict(p) for p in train])
+        keep = ("loss", "rewards/margins", "rewards/accuracies")
         trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=base.tokenizer,
-                             callbacks=[Report()])
+                             callbacks=[reporter(progress, settings.steps, keep)])
         trainer.train()
         model = trainer.model
         after = preference_accuracy(model, base.tokenizer, test, "default")
         progress({"message": f"held-out preference accuracy after: {after}"})
-        discard(staged / "trainer")
-        model.save_pretrained(str(staged), selected_adapters=["default"])
         card = {
             "kind": "dpo",
             "base_model": base.model_id,
@@ -140,12 +108,14 @@ def train_dpo(
             "metrics": {
                 "held_out_preference_accuracy_before": before,
                 "held_out_preference_accuracy_after": after,
-                "final_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
+                "final_loss": final_loss(trainer),
             },
             # A version that got worse on held-out pairs is published, but flagged, never promoted silently.
             "worse_than_before": before is not None and after is not None and after < before,
         }
-        return publish(staged, adapters_root, name, card)
+        return save_and_publish(model, staged, adapters_root, name, card)
     except BaseException:
         discard(staged)
         raise
+
+

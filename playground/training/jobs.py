@@ -20,7 +20,7 @@ class TrainingBusy(PlaygroundError):
 
 @dataclass(frozen=True)
 class JobSpec:
-    kind: str  # "dpo"
+    kind: str  # "dpo" or "sft"
     db: str
     source: str  # the base, as in the lineup
     dtype: str
@@ -33,9 +33,6 @@ class JobSpec:
 
 def _child(spec: JobSpec, run_id: int) -> None:
     """The child process: train, publish, and record the outcome."""
-    from playground.training.data import training_pairs
-    from playground.training.dpo import DPOSettings, train_dpo
-
     sys.stdout = sys.stderr  # the trainer prints its logs; a command's stdout carries only its answer
     store = FeedbackStore(spec.db)
 
@@ -46,10 +43,10 @@ def _child(spec: JobSpec, run_id: int) -> None:
             store.update_run(run_id, message=update["message"])
 
     try:
-        train, test = training_pairs(store)
-        folder = train_dpo(spec.source, spec.dtype, Path(spec.cache_dir), train, test, Path(spec.adapters_root),
-                           spec.name, Path(spec.parent) if spec.parent else None, DPOSettings(**spec.settings),
-                           progress)
+        train, test = training_data(spec.kind, store)
+        trainer, settings = TRAINERS[spec.kind]()
+        folder = trainer(spec.source, spec.dtype, Path(spec.cache_dir), train, test, Path(spec.adapters_root),
+                         spec.name, Path(spec.parent) if spec.parent else None, settings(**spec.settings), progress)
         card = json.loads((folder / "card.json").read_text())
         store.update_run(run_id, status="done", folder=str(folder), version=card["version"], adapter=spec.name,
                          data_hash=card["data_hash"], message=f"published {folder}")
@@ -58,6 +55,30 @@ def _child(spec: JobSpec, run_id: int) -> None:
     except BaseException as exc:
         store.update_run(run_id, status="failed", message=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _dpo():
+    from playground.training.dpo import DPOSettings, train_dpo
+
+    return train_dpo, DPOSettings
+
+
+def _sft():
+    from playground.training.sft import SFTSettings, train_sft
+
+    return train_sft, SFTSettings
+
+
+TRAINERS = {"dpo": _dpo, "sft": _sft}  # imported in the child only: the app never imports TRL
+
+
+def training_data(kind: str, store: FeedbackStore):
+    """(train, held-out) examples for a kind of run; NotEnoughData says what is missing."""
+    from playground.training.data import sft_examples, training_pairs
+
+    if kind not in TRAINERS:
+        raise PlaygroundError(f"unknown training kind {kind!r}; use one of {', '.join(TRAINERS)}")
+    return training_pairs(store) if kind == "dpo" else sft_examples(store)
 
 
 class Jobs:
@@ -73,11 +94,9 @@ class Jobs:
         return self.process is not None and self.process.is_alive()
 
     def start(self, spec: JobSpec) -> int:
-        from playground.training.data import training_pairs
-
         if self.running():
             raise TrainingBusy(f"training run #{self.run_id} is still going; wait for it or cancel it")
-        training_pairs(self.store)  # too few pairs: say so now, not from the child
+        training_data(spec.kind, self.store)  # too few examples: say so now, not from the child
         self.run_id = self.store.start_run(spec.kind, asdict(spec))
         self.spec = spec
         # spawn, not fork: a forked child would inherit the app's threads and torch state.

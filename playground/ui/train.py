@@ -28,13 +28,15 @@ class TrainingPlace:
     adapters_root: Path = Path("adapters")
 
 
-def curves(run: dict | None) -> pd.DataFrame:
+def curves(run: dict | None) -> pd.DataFrame | None:
     rows = []
     for step in (run or {}).get("metrics", []):
         for key, series in (("loss", "loss"), ("rewards/margins", "reward margin"), ("rewards/accuracies", "accuracy")):
             if key in step:
                 rows.append({"step": step["step"], "value": step[key], "series": series})
-    return pd.DataFrame(rows, columns=["step", "value", "series"])
+    if not rows:  # an empty frame would fix the plot's series to none at all
+        return None
+    return pd.DataFrame(rows).astype({"step": int, "value": float, "series": str})
 
 
 def describe(run: dict) -> str:
@@ -46,10 +48,13 @@ def describe(run: dict) -> str:
 
             data = json.loads(card.read_text())
             metrics = data["metrics"]
-            text += (f"\n\nHeld-out preference accuracy: {metrics['held_out_preference_accuracy_before']} → "
-                     f"{metrics['held_out_preference_accuracy_after']}")
+            if "held_out_preference_accuracy_after" in metrics:
+                text += (f"\n\nHeld-out preference accuracy: {metrics['held_out_preference_accuracy_before']} → "
+                         f"{metrics['held_out_preference_accuracy_after']}")
+            else:
+                text += f"\n\nHeld-out loss: {metrics['held_out_loss_before']} → {metrics['held_out_loss_after']}"
             if data["worse_than_before"]:
-                text += "\n\n⚠️ **This version did worse on held-out pairs than its parent.** It is loaded for "\
+                text += "\n\n⚠️ **This version did worse on held-out data than its parent.** It is loaded for "\
                         "comparison; do not promote it without a closer look."
     return text
 
@@ -59,6 +64,8 @@ def train_tab(get_runtime: ModelLoading, live: LiveLineup, jobs: Jobs, place: Tr
     """`refresh_compare(*compare_inputs) -> compare_outputs` shows a hot-loaded version in the Compare tab."""
     parents = [v for v in live.variants if v.adapter]
     with gr.Row():
+        kind = gr.Radio([("DPO (preference pairs)", "dpo"), ("SFT (ideal and upvoted answers)", "sft")], value="dpo",
+                        label="Method", scale=2)
         parent = gr.Dropdown([FRESH, *[v.name for v in parents]], value=parents[0].name if parents else FRESH,
                              label="Continue from (the reference policy)", scale=2)
         name = gr.Textbox("rlhf", label="New adapter name (versions: adapters/NAME/vN)", max_lines=1, scale=2)
@@ -66,17 +73,19 @@ def train_tab(get_runtime: ModelLoading, live: LiveLineup, jobs: Jobs, place: Tr
         lr = gr.Number(5e-5, label="learning rate", scale=1)
         beta = gr.Number(0.1, label="beta", scale=1)
     with gr.Row():
-        start = gr.Button("Retrain with DPO / DPOで再学習", variant="primary")
+        start = gr.Button("Retrain / 再学習", variant="primary")
         cancel = gr.Button("Cancel / 中止", variant="stop")
     status = gr.Markdown("No run yet. / まだ学習していません。")
-    plot = gr.LinePlot(curves(None), x="step", y="value", color="series", label="DPO", height=320)
+    plot = gr.LinePlot(None, x="step", y="value", color="series", label="training", height=320)
     poll = gr.Timer(1.0, active=False)
 
-    def begin(parent_name, adapter_name, n_steps, rate, dpo_beta):
+    def begin(method, parent_name, adapter_name, n_steps, rate, dpo_beta):
         folder = next((v.adapter for v in live.variants if v.name == parent_name), None)
-        spec = JobSpec("dpo", str(place.db), place.source, place.dtype, str(place.cache_dir), str(place.adapters_root),
-                       adapter_name.strip() or "rlhf", str(folder) if folder else None,
-                       {"steps": int(n_steps), "learning_rate": float(rate), "beta": float(dpo_beta)})
+        settings = {"steps": int(n_steps), "learning_rate": float(rate)}
+        if method == "dpo":
+            settings["beta"] = float(dpo_beta)
+        spec = JobSpec(method, str(place.db), place.source, place.dtype, str(place.cache_dir), str(place.adapters_root),
+                       adapter_name.strip() or "rlhf", str(folder) if folder else None, settings)
         try:
             run_id = jobs.start(spec)
         except PlaygroundError as exc:
@@ -105,6 +114,6 @@ def train_tab(get_runtime: ModelLoading, live: LiveLineup, jobs: Jobs, place: Tr
         jobs.cancel()
         gr.Info("Cancelled: no version was published / 中止しました")
 
-    start.click(begin, [parent, name, steps, lr, beta], [status, plot, poll], api_name="train")
+    start.click(begin, [kind, parent, name, steps, lr, beta], [status, plot, poll], api_name="train")
     poll.tick(watch, compare_inputs, [status, plot, poll, *compare_outputs], api_name=False)
     cancel.click(stop, api_name="cancel_training")
