@@ -98,14 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     board.set_defaults(run=leaderboard_command)
 
     train = commands.add_parser("train", parents=[model], help="train a new adapter version from feedback")
-    train.add_argument("kind", choices=("dpo", "sft"), help="dpo (preference pairs) or sft (ideal and upvoted answers)")
+    train.add_argument("kind", choices=("dpo", "kto", "sft"),
+                       help="dpo (preference pairs), kto (thumbs up and down) or sft (ideal and upvoted answers)")
     train.add_argument("--db", type=Path, help="feedback database file (default ./feedback.db)")
     train.add_argument("--from", dest="parent", type=Path, help="adapter folder to continue from (the reference)")
     train.add_argument("--name", default="rlhf", help="adapter name: versions go to adapters/NAME/vN (default rlhf)")
     train.add_argument("--adapters", type=Path, default=Path("adapters"), help="adapters folder (default adapters)")
     train.add_argument("--steps", type=int, default=40, help="optimizer steps (default 40)")
-    train.add_argument("--lr", type=float, help="learning rate (default: 5e-5 for dpo, 2e-4 for sft, for LoRA)")
-    train.add_argument("--beta", type=float, default=0.1, help="DPO beta (default 0.1)")
+    train.add_argument("--lr", type=float, help="learning rate (default: 5e-5 for dpo and kto, 2e-4 for sft)")
+    train.add_argument("--beta", type=float, default=0.1, help="DPO/KTO beta (default 0.1)")
     train.add_argument("--precompute-ref", action="store_true", help="compute reference log-probs once, up front")
     train.set_defaults(run=train_command)
 
@@ -277,7 +278,8 @@ def train_command(args: argparse.Namespace) -> int:
         cache_dir=str(settings.cache_dir), adapters_root=str(args.adapters), name=args.name,
         parent=str(args.parent) if args.parent else None,
         settings={"steps": args.steps, **({"learning_rate": args.lr} if args.lr else {}),
-                  **({"beta": args.beta, "precompute_ref": args.precompute_ref} if args.kind == "dpo" else {})},
+                  **({"beta": args.beta} if args.kind in ("dpo", "kto") else {}),
+                  **({"precompute_ref": args.precompute_ref} if args.kind == "dpo" else {})},
     )
     jobs = Jobs(FeedbackStore(settings.db))
     run_id = jobs.start(spec)

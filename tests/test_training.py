@@ -149,3 +149,30 @@ def test_sft_needs_ideal_answers(tmp_path):
 
     with pytest.raises(NotEnoughData, match="0 examples to train on .* Collect more: write ideal answers"):
         sft_examples(FeedbackStore(tmp_path / "feedback.db"))
+
+
+def test_kto_learns_from_thumbs_alone(tiny_lineup, tiny_paths, tmp_path):
+    from playground.training.data import kto_examples
+    from playground.training.kto import KTOSettings, train_kto
+
+    store = FeedbackStore(tmp_path / "feedback.db")
+    for i in range(48):  # thumbs on answers to different prompts form no pairs: only KTO can use them
+        messages = [{"role": "user", "content": f"Question number {i}?"}]
+        good = i % 2 == 0
+        shown = store.record_generation(variant="sft", prompt=messages[0]["content"], format="chat",
+                                        messages=messages, response="Thank you, here is the answer." if good else "No.")
+        store.record_vote(shown, 1 if good else -1)
+    from playground.feedback.export import build
+
+    assert build(store, "dpo").rows == []
+    train, test = kto_examples(store)
+    assert {r.label for r in train} == {True, False} and test
+    folder = train_kto(tiny_lineup.source, "float32", tmp_path / "cache", train, test, tmp_path / "adapters", "kto",
+                       parent=tiny_paths["sft"], settings=KTOSettings(steps=12, batch_size=8, learning_rate=5e-3,
+                                                                      max_length=64))
+    card = json.loads((folder / "card.json").read_text())
+    assert card["kind"] == "kto" and folder.name == "v1"
+    metrics = card["metrics"]
+    assert metrics["held_out_rating_accuracy_after"] > metrics["held_out_rating_accuracy_before"]
+    with pytest.raises(NotEnoughData, match="KTO needs at least 8 with both thumbs up and thumbs down"):
+        kto_examples(FeedbackStore(tmp_path / "empty.db"))

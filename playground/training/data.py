@@ -73,3 +73,30 @@ def sft_examples(store: FeedbackStore, minimum: int = MIN_EXAMPLES) -> tuple[lis
             "Collect more: write ideal answers in the Compare tab, or give thumbs up to good answers"
         )
     return train, test
+
+
+@dataclass(frozen=True)
+class Rated:
+    prompt: str  # the exact text the model sees
+    completion: str
+    label: bool  # thumbs up (desirable) or down
+
+
+def kto_examples(store: FeedbackStore, minimum: int = MIN_PAIRS) -> tuple[list[Rated], list[Rated]]:
+    """(train, held-out) thumbed answers, each on its own: KTO learns from thumbs that form no pairs."""
+    def examples(split: str) -> list[Rated]:
+        rated = []
+        for row in build(store, "kto", split).rows:
+            prompt, completion = as_text(row["prompt"], row["completion"])
+            rated.append(Rated(prompt, completion, row["label"]))
+        return rated
+
+    train, test = examples("train"), examples("test")
+    labels = {r.label for r in train}
+    if len(train) < minimum or labels != {True, False}:
+        raise NotEnoughData(
+            f"{len(train)} rated answers to train on ({sum(r.label for r in train)} up, "
+            f"{sum(not r.label for r in train)} down; {len(test)} more held out), and KTO needs at least {minimum} "
+            "with both thumbs up and thumbs down. Collect more: 👍 and 👎 on answers in the Compare tab"
+        )
+    return train, test

@@ -20,7 +20,7 @@ class TrainingBusy(PlaygroundError):
 
 @dataclass(frozen=True)
 class JobSpec:
-    kind: str  # "dpo" or "sft"
+    kind: str  # "dpo", "kto" or "sft"
     db: str
     source: str  # the base, as in the lineup
     dtype: str
@@ -69,16 +69,23 @@ def _sft():
     return train_sft, SFTSettings
 
 
-TRAINERS = {"dpo": _dpo, "sft": _sft}  # imported in the child only: the app never imports TRL
+def _kto():
+    from playground.training.kto import KTOSettings, train_kto
+
+    return train_kto, KTOSettings
+
+
+TRAINERS = {"dpo": _dpo, "kto": _kto, "sft": _sft}  # imported in the child only: the app never imports TRL
 
 
 def training_data(kind: str, store: FeedbackStore):
     """(train, held-out) examples for a kind of run; NotEnoughData says what is missing."""
-    from playground.training.data import sft_examples, training_pairs
+    from playground.training.data import kto_examples, sft_examples, training_pairs
 
-    if kind not in TRAINERS:
-        raise PlaygroundError(f"unknown training kind {kind!r}; use one of {', '.join(TRAINERS)}")
-    return training_pairs(store) if kind == "dpo" else sft_examples(store)
+    readers = {"dpo": training_pairs, "kto": kto_examples, "sft": sft_examples}
+    if kind not in readers:
+        raise PlaygroundError(f"unknown training kind {kind!r}; use one of {', '.join(readers)}")
+    return readers[kind](store)
 
 
 class Jobs:

@@ -48,11 +48,11 @@ def describe(run: dict) -> str:
 
             data = json.loads(card.read_text())
             metrics = data["metrics"]
-            if "held_out_preference_accuracy_after" in metrics:
-                text += (f"\n\nHeld-out preference accuracy: {metrics['held_out_preference_accuracy_before']} → "
-                         f"{metrics['held_out_preference_accuracy_after']}")
-            else:
-                text += f"\n\nHeld-out loss: {metrics['held_out_loss_before']} → {metrics['held_out_loss_after']}"
+            for key, title in (("held_out_preference_accuracy", "Held-out preference accuracy"),
+                               ("held_out_rating_accuracy", "Held-out rating accuracy"),
+                               ("held_out_loss", "Held-out loss")):
+                if f"{key}_after" in metrics:
+                    text += f"\n\n{title}: {metrics[f'{key}_before']} → {metrics[f'{key}_after']}"
             if data["worse_than_before"]:
                 text += "\n\n⚠️ **This version did worse on held-out data than its parent.** It is loaded for "\
                         "comparison; do not promote it without a closer look."
@@ -64,8 +64,8 @@ def train_tab(get_runtime: ModelLoading, live: LiveLineup, jobs: Jobs, place: Tr
     """`refresh_compare(*compare_inputs) -> compare_outputs` shows a hot-loaded version in the Compare tab."""
     parents = [v for v in live.variants if v.adapter]
     with gr.Row():
-        kind = gr.Radio([("DPO (preference pairs)", "dpo"), ("SFT (ideal and upvoted answers)", "sft")], value="dpo",
-                        label="Method", scale=2)
+        kind = gr.Radio([("DPO (preference pairs)", "dpo"), ("KTO (thumbs up and down)", "kto"),
+                         ("SFT (ideal and upvoted answers)", "sft")], value="dpo", label="Method", scale=2)
         parent = gr.Dropdown([FRESH, *[v.name for v in parents]], value=parents[0].name if parents else FRESH,
                              label="Continue from (the reference policy)", scale=2)
         name = gr.Textbox("rlhf", label="New adapter name (versions: adapters/NAME/vN)", max_lines=1, scale=2)
@@ -82,7 +82,7 @@ def train_tab(get_runtime: ModelLoading, live: LiveLineup, jobs: Jobs, place: Tr
     def begin(method, parent_name, adapter_name, n_steps, rate, dpo_beta):
         folder = next((v.adapter for v in live.variants if v.name == parent_name), None)
         settings = {"steps": int(n_steps), "learning_rate": float(rate)}
-        if method == "dpo":
+        if method in ("dpo", "kto"):
             settings["beta"] = float(dpo_beta)
         spec = JobSpec(method, str(place.db), place.source, place.dtype, str(place.cache_dir), str(place.adapters_root),
                        adapter_name.strip() or "rlhf", str(folder) if folder else None, settings)
