@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from playground.models.sources import LoadedBase, load_base
-from playground.training.publish import discard, publish
+from playground.training.publish import discard, publish, staging_folder
 
 Progress = Callable[[dict], None]
 
@@ -72,3 +75,63 @@ def save_and_publish(model, staged: Path, adapters_root: Path, name: str, card: 
     discard(staged / "trainer")
     model.save_pretrained(str(staged), selected_adapters=["default"])
     return publish(staged, adapters_root, name, card)
+
+
+@dataclass(frozen=True)
+class Method:
+    """How one kind of training differs from the others."""
+
+    kind: str  # "dpo", "kto", "sft": the card's kind
+    metric: str  # the card's held-out metric, e.g. "held_out_loss"
+    measure: Callable  # (model, tokenizer, held-out examples, adapter or None for the base) -> value or None
+    higher_is_better: bool
+    count_key: str  # the card's key for the example counts ("pairs", "rated", "examples")
+    keep: tuple[str, ...]  # logged values reported with each step
+
+
+def run_training(method: Method, config_class, trainer_class, config_extra: dict, source: str, dtype: str,
+                 cache_dir: Path, train: list, test: list, adapters_root: Path, name: str, parent: Path | None,
+                 settings, progress: Progress) -> Path:
+    """Train a LoRA (continued from `parent`, or fresh), measure the held-out metric before and after, and
+    publish adapters_root/name/vN with its card; an interrupted run leaves no version."""
+    from datasets import Dataset
+    from transformers import set_seed
+
+    set_seed(settings.seed)
+    base, model = trainable_model(source, dtype, cache_dir, parent, settings.rank, progress)
+    title = method.metric.replace("_", " ")
+    before = method.measure(model, base.tokenizer, test, "default" if parent else None)
+    progress({"message": f"{title} before: {before}"})
+    staged = staging_folder(adapters_root, name)
+    try:
+        args = config_class(
+            **common_args(staged, settings.steps, settings.batch_size, settings.learning_rate, settings.seed, dtype),
+            **config_extra,
+        )
+        dataset = Dataset.from_list([asdict(example) for example in train])
+        trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=base.tokenizer,
+                                callbacks=[reporter(progress, settings.steps, method.keep)])
+        trainer.train()
+        model = trainer.model
+        after = method.measure(model, base.tokenizer, test, "default")
+        progress({"message": f"{title} after: {after}"})
+        worse = before is not None and after is not None and (
+            after < before if method.higher_is_better else after > before
+        )
+        card = {
+            "kind": method.kind,
+            "base_model": base.model_id,
+            "base_file": base.origin,
+            "parent": str(parent) if parent else None,
+            "data_hash": hashlib.sha256(json.dumps([asdict(e) for e in train]).encode()).hexdigest(),
+            method.count_key: {"train": len(train), "held_out": len(test)},
+            "hyperparameters": asdict(settings),
+            "metrics": {f"{method.metric}_before": before, f"{method.metric}_after": after,
+                        "final_loss": final_loss(trainer)},
+            # A version that got worse on held-out data is published, but flagged, never promoted silently.
+            "worse_than_before": worse,
+        }
+        return save_and_publish(model, staged, adapters_root, name, card)
+    except BaseException:
+        discard(staged)
+        raise

@@ -7,23 +7,11 @@ the base with adapters disabled.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-
-from playground.training.common import (
-    Progress,
-    common_args,
-    reporter,
-    final_loss,
-    save_and_publish,
-    sequence_logp,
-    trainable_model,
-)
+from playground.training.common import Method, Progress, run_training, sequence_logp
 from playground.training.data import Pair
-from playground.training.publish import discard, staging_folder
 
 
 @dataclass(frozen=True)
@@ -60,6 +48,10 @@ def preference_accuracy(peft_model, tokenizer, pairs: list[Pair], adapter: str |
     return round(wins / len(pairs), 4)
 
 
+DPO = Method("dpo", "held_out_preference_accuracy", preference_accuracy, True, "pairs",
+             ("loss", "rewards/margins", "rewards/accuracies"))
+
+
 def train_dpo(
     source: str,
     dtype: str,
@@ -73,49 +65,9 @@ def train_dpo(
     progress: Progress = lambda update: None,
 ) -> Path:
     """Train, evaluate on the held-out pairs before and after, and publish adapters_root/name/vN."""
-    from datasets import Dataset
-    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
-    set_seed(settings.seed)
-    base, model = trainable_model(source, dtype, cache_dir, parent, settings.rank, progress)
-    before = preference_accuracy(model, base.tokenizer, test, "default" if parent else None)
-    progress({"message": f"held-out preference accuracy before: {before}"})
-    staged = staging_folder(adapters_root, name)
-    try:
-        args = DPOConfig(
-            **common_args(staged, settings.steps, settings.batch_size, settings.learning_rate, settings.seed, dtype),
-            beta=settings.beta,
-            max_length=settings.max_length,
-            precompute_ref_log_probs=settings.precompute_ref,
-        )
-        dataset = Dataset.from_list([asdict(p) for p in train])
-        keep = ("loss", "rewards/margins", "rewards/accuracies")
-        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=base.tokenizer,
-                             callbacks=[reporter(progress, settings.steps, keep)])
-        trainer.train()
-        model = trainer.model
-        after = preference_accuracy(model, base.tokenizer, test, "default")
-        progress({"message": f"held-out preference accuracy after: {after}"})
-        card = {
-            "kind": "dpo",
-            "base_model": base.model_id,
-            "base_file": base.origin,
-            "parent": str(parent) if parent else None,
-            "data_hash": hashlib.sha256(json.dumps([asdict(p) for p in train]).encode()).hexdigest(),
-            "pairs": {"train": len(train), "held_out": len(test)},
-            "hyperparameters": asdict(settings),
-            "metrics": {
-                "held_out_preference_accuracy_before": before,
-                "held_out_preference_accuracy_after": after,
-                "final_loss": final_loss(trainer),
-            },
-            # A version that got worse on held-out pairs is published, but flagged, never promoted silently.
-            "worse_than_before": before is not None and after is not None and after < before,
-        }
-        return save_and_publish(model, staged, adapters_root, name, card)
-    except BaseException:
-        discard(staged)
-        raise
-
-
+    extra = dict(beta=settings.beta, max_length=settings.max_length,
+                 precompute_ref_log_probs=settings.precompute_ref)
+    return run_training(DPO, DPOConfig, DPOTrainer, extra, source, dtype, cache_dir, train, test, adapters_root,
+                        name, parent, settings, progress)

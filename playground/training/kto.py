@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from playground.training.common import (
-    Progress,
-    common_args,
-    final_loss,
-    reporter,
-    save_and_publish,
-    sequence_logp,
-    trainable_model,
-)
+from playground.training.common import Method, Progress, run_training, sequence_logp
 from playground.training.data import Rated
-from playground.training.publish import discard, staging_folder
 
 
 @dataclass(frozen=True)
@@ -49,6 +38,9 @@ def rating_accuracy(peft_model, tokenizer, rated: list[Rated], adapter: str | No
     return round(score / len(rated), 4)
 
 
+KTO = Method("kto", "held_out_rating_accuracy", rating_accuracy, True, "rated", ("loss", "rewards/margins", "kl"))
+
+
 def train_kto(
     source: str,
     dtype: str,
@@ -62,45 +54,8 @@ def train_kto(
     progress: Progress = lambda update: None,
 ) -> Path:
     """Train, measure held-out rating accuracy before and after, and publish adapters_root/name/vN."""
-    from datasets import Dataset
-    from transformers import set_seed
     from trl import KTOConfig, KTOTrainer
 
-    set_seed(settings.seed)
-    base, model = trainable_model(source, dtype, cache_dir, parent, settings.rank, progress)
-    before = rating_accuracy(model, base.tokenizer, test, "default" if parent else None)
-    progress({"message": f"held-out rating accuracy before: {before}"})
-    staged = staging_folder(adapters_root, name)
-    try:
-        args = KTOConfig(
-            **common_args(staged, settings.steps, settings.batch_size, settings.learning_rate, settings.seed, dtype),
-            beta=settings.beta,
-            max_length=settings.max_length,
-        )
-        dataset = Dataset.from_list([asdict(r) for r in train])
-        keep = ("loss", "rewards/margins", "kl")
-        trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=base.tokenizer,
-                             callbacks=[reporter(progress, settings.steps, keep)])
-        trainer.train()
-        model = trainer.model
-        after = rating_accuracy(model, base.tokenizer, test, "default")
-        progress({"message": f"held-out rating accuracy after: {after}"})
-        card = {
-            "kind": "kto",
-            "base_model": base.model_id,
-            "base_file": base.origin,
-            "parent": str(parent) if parent else None,
-            "data_hash": hashlib.sha256(json.dumps([asdict(r) for r in train]).encode()).hexdigest(),
-            "rated": {"train": len(train), "held_out": len(test)},
-            "hyperparameters": asdict(settings),
-            "metrics": {
-                "held_out_rating_accuracy_before": before,
-                "held_out_rating_accuracy_after": after,
-                "final_loss": final_loss(trainer),
-            },
-            "worse_than_before": before is not None and after is not None and after < before,
-        }
-        return save_and_publish(model, staged, adapters_root, name, card)
-    except BaseException:
-        discard(staged)
-        raise
+    extra = dict(beta=settings.beta, max_length=settings.max_length)
+    return run_training(KTO, KTOConfig, KTOTrainer, extra, source, dtype, cache_dir, train, test, adapters_root,
+                        name, parent, settings, progress)

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from playground.training.common import (
-    Progress,
-    common_args,
-    final_loss,
-    reporter,
-    save_and_publish,
-    sequence_logp,
-    trainable_model,
-)
+from playground.training.common import Method, Progress, run_training, sequence_logp
 from playground.training.data import Example
-from playground.training.publish import discard, staging_folder
 
 
 @dataclass(frozen=True)
@@ -30,16 +19,25 @@ class SFTSettings:
     seed: int = 0
 
 
-def held_out_loss(model, tokenizer, examples: list[Example]) -> float | None:
-    """Mean negative log-likelihood per answer token on the held-out examples; lower is better."""
+def held_out_loss(peft_model, tokenizer, examples: list[Example], adapter: str | None) -> float | None:
+    """Mean negative log-likelihood per answer token on the held-out examples, with `adapter` (None: the base);
+    lower is better."""
     if not examples:
         return None
-    model.eval()
+    peft_model.eval()
     total, tokens = 0.0, 0
     for example in examples:
-        total -= sequence_logp(model, tokenizer, example.prompt, example.completion)
+        if adapter is None:
+            with peft_model.disable_adapter():
+                total -= sequence_logp(peft_model, tokenizer, example.prompt, example.completion)
+        else:
+            peft_model.set_adapter(adapter)
+            total -= sequence_logp(peft_model, tokenizer, example.prompt, example.completion)
         tokens += len(tokenizer(example.completion, add_special_tokens=False)["input_ids"])
     return round(total / max(tokens, 1), 4)
+
+
+SFT = Method("sft", "held_out_loss", held_out_loss, False, "examples", ("loss",))
 
 
 def train_sft(
@@ -55,40 +53,8 @@ def train_sft(
     progress: Progress = lambda update: None,
 ) -> Path:
     """Train, measure the held-out loss before and after, and publish adapters_root/name/vN."""
-    from datasets import Dataset
-    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    set_seed(settings.seed)
-    base, model = trainable_model(source, dtype, cache_dir, parent, settings.rank, progress)
-    before = held_out_loss(model, base.tokenizer, test)
-    progress({"message": f"held-out loss before: {before}"})
-    staged = staging_folder(adapters_root, name)
-    try:
-        args = SFTConfig(
-            **common_args(staged, settings.steps, settings.batch_size, settings.learning_rate, settings.seed, dtype),
-            max_length=settings.max_length,
-            completion_only_loss=True,
-        )
-        dataset = Dataset.from_list([asdict(e) for e in train])
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=base.tokenizer,
-                             callbacks=[reporter(progress, settings.steps, ("loss",))])
-        trainer.train()
-        model = trainer.model
-        after = held_out_loss(model, base.tokenizer, test)
-        progress({"message": f"held-out loss after: {after}"})
-        card = {
-            "kind": "sft",
-            "base_model": base.model_id,
-            "base_file": base.origin,
-            "parent": str(parent) if parent else None,
-            "data_hash": hashlib.sha256(json.dumps([asdict(e) for e in train]).encode()).hexdigest(),
-            "examples": {"train": len(train), "held_out": len(test)},
-            "hyperparameters": asdict(settings),
-            "metrics": {"held_out_loss_before": before, "held_out_loss_after": after, "final_loss": final_loss(trainer)},
-            "worse_than_before": before is not None and after is not None and after > before,
-        }
-        return save_and_publish(model, staged, adapters_root, name, card)
-    except BaseException:
-        discard(staged)
-        raise
+    extra = dict(max_length=settings.max_length, completion_only_loss=True)
+    return run_training(SFT, SFTConfig, SFTTrainer, extra, source, dtype, cache_dir, train, test, adapters_root,
+                        name, parent, settings, progress)
