@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from playground.prompting.banks import DEFAULT_FOLDER, LANGS, Bank, load_banks
 from playground.prompting.modes import MODES, PromptSpec, build_prompt
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
-BENCHMARKS = ("generation", "training")
+BENCHMARKS = ("generation", "training", "load")
 
 
 def log(message: str) -> None:
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("--config", type=Path, help="lineup TOML file (default: the base plus every adapter in adapters/)")
+    model.add_argument("--config", type=Path,
+                       help="lineup TOML file (default: base, instruct, rlhf and every other version in adapters/)")
     model.add_argument("--base", help="base model: 'default', a model folder, a .gguf file, or a hub id")
     model.add_argument("--dtype", choices=DTYPES, help="weights' dtype (default bfloat16)")
     model.add_argument("--device", choices=DEVICES, help="auto, cpu or cuda (default auto)")
@@ -57,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", type=Path, help="feedback database file (default ./feedback.db)")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=7860, help="listen port (default 7860)")
+    serve.add_argument("--adapters", type=Path, default=Path("adapters"),
+                       help="adapters folder: the default lineup's adapters, and where trained versions go")
+    serve.add_argument("--room-password", default=os.environ.get("PLAYGROUND_ROOM_PASSWORD"),
+                       help="participants sign in with their name and this; needed beyond 127.0.0.1 "
+                            "($PLAYGROUND_ROOM_PASSWORD)")
+    serve.add_argument("--admin-password", default=os.environ.get("PLAYGROUND_ADMIN_PASSWORD"),
+                       help="training and cancelling need this ($PLAYGROUND_ADMIN_PASSWORD); in a workshop, "
+                            "without it training is off")
+    serve.add_argument("--share", action="store_true",
+                       help="also serve through a public gradio.live link (needs internet; anyone with the link)")
     serve.set_defaults(run=serve_command)
 
     generate = commands.add_parser(
@@ -72,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--repetition-penalty", type=float, default=1.0)
     generate.add_argument("--seed", type=int)
     generate.add_argument("--stop", action="append", default=[], help="a string that ends the answer (repeatable)")
+    generate.add_argument("--best-of", type=int, default=1, metavar="N",
+                          help="sample N answers and print the one the lineup's reward model scores highest")
     generate.add_argument("prompt", help="the user's message")
     generate.set_defaults(run=generate_command)
 
@@ -84,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (the only output format)")
     evaluate.add_argument("--details", type=Path, help="also write every prompt, output and score to this JSONL file")
     evaluate.set_defaults(run=eval_prompting_command)
+
+    evals = commands.add_parser("eval", help="measure variants").add_subparsers(dest="suite", required=True)
+    defaults = evals.add_parser(
+        "defaults", parents=[model],
+        help="what instruct and rlhf changed, on held-out slices of data/sft and data/preferences",
+    )
+    defaults.add_argument("--variants", default="base,instruct,rlhf",
+                          help="comma-separated (default base,instruct,rlhf)")
+    defaults.add_argument("--limit", type=int, help="use only the first N items of each task, for a quick look")
+    defaults.add_argument("--json", action="store_true", help="print one JSON object (the only output format)")
+    defaults.add_argument("--details", type=Path, help="also write every prompt and answer to this JSON file")
+    defaults.set_defaults(run=eval_defaults_command)
 
     export = commands.add_parser("export", help="write feedback as training data in TRL's formats")
     export.add_argument("--db", type=Path, help="feedback database file (default ./feedback.db)")
@@ -98,28 +124,45 @@ def build_parser() -> argparse.ArgumentParser:
     board.set_defaults(run=leaderboard_command)
 
     train = commands.add_parser("train", parents=[model], help="train a new adapter version from feedback")
-    train.add_argument("kind", choices=("dpo", "kto", "sft"),
-                       help="dpo (preference pairs), kto (thumbs up and down) or sft (ideal and upvoted answers)")
+    train.add_argument("kind", choices=("dpo", "kto", "sft", "reward"),
+                       help="dpo (preference pairs), kto (thumbs up and down), sft (ideal and upvoted answers) or "
+                            "reward (a reward model from preference pairs: scores answers, enables best-of-n)")
     train.add_argument("--db", type=Path, help="feedback database file (default ./feedback.db)")
-    train.add_argument("--from", dest="parent", type=Path, help="adapter folder to continue from (the reference)")
+    start = train.add_mutually_exclusive_group()
+    start.add_argument("--from", dest="parent", type=Path,
+                       help="adapter folder to continue from, the reference policy (default for dpo and kto: the "
+                            "shipped SFT adapter, ADAPTERS/sft/v1, when there is one)")
+    start.add_argument("--fresh", action="store_true", help="train a fresh LoRA on the base instead")
     train.add_argument("--name", default="rlhf", help="adapter name: versions go to adapters/NAME/vN (default rlhf)")
     train.add_argument("--adapters", type=Path, default=Path("adapters"), help="adapters folder (default adapters)")
     train.add_argument("--steps", type=int, default=40, help="optimizer steps (default 40)")
-    train.add_argument("--lr", type=float, help="learning rate (default: 5e-5 for dpo and kto, 2e-4 for sft)")
+    train.add_argument("--lr", type=float,
+                       help="learning rate (default: 5e-5 for dpo and kto, 2e-4 for sft, 1e-4 for reward)")
     train.add_argument("--beta", type=float, default=0.1, help="DPO/KTO beta (default 0.1)")
     train.add_argument("--precompute-ref", action="store_true", help="compute reference log-probs once, up front")
+    train.add_argument("--sft-weight", type=float, default=0.0,
+                       help="dpo: add the chosen answers' language-model loss with this weight (RPO; default 0)")
+    train.add_argument("--4bit", dest="quantize_4bit", action="store_true",
+                       help="QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes) to save memory")
+    seed = train.add_mutually_exclusive_group()
+    seed.add_argument("--include-seed", action="store_true",
+                      help="mix in the project's own data (data/sft for sft, data/preferences otherwise)")
+    seed.add_argument("--seed-only", action="store_true", help="train on the project's own data alone (make adapters)")
     train.set_defaults(run=train_command)
 
     bench = commands.add_parser("bench", parents=[model], help="run a benchmark and print its results")
     bench.add_argument("name", choices=BENCHMARKS)
     bench.add_argument("--json", action="store_true", help="print one JSON object (the only output format)")
     bench.add_argument("--tokens", type=int, default=64, help="tokens to generate per measurement")
+    bench.add_argument("--participants", type=int, default=30, help="load: simulated participants (default 30)")
+    bench.add_argument("--prompts", type=int, default=10, help="load: prompts each (default 10)")
     bench.set_defaults(run=bench_command)
     return parser
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    lineup = build_lineup(args.config, args.base, args.dtype, args.device)
+    lineup = build_lineup(args.config, args.base, args.dtype, args.device,
+                          adapters_root=getattr(args, "adapters", None) or Path("adapters"))
     extra = {k: getattr(args, k) for k in ("host", "port") if hasattr(args, k)}
     db = getattr(args, "db", None) or lineup.feedback_db or Path("feedback.db")
     return Settings(lineup=lineup, cache_dir=args.cache_dir or default_cache_dir(), db=db, **extra)
@@ -128,23 +171,32 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def serve_command(args: argparse.Namespace) -> int:
     from playground.feedback import FeedbackStore
     from playground.models.runtime import Runtime
-    from playground.ui.app import build_app, launch_options
+    from playground.ui.app import QUEUE, build_app, launch_options
     from playground.ui.loading import ModelLoading
+    from playground.ui.access import Access
     from playground.ui.train import TrainingPlace
 
     settings = settings_from(args)
+    access = Access.for_host(settings.host, args.room_password, args.admin_password)
+    if args.share and access.room_password is None:
+        raise ConfigError("--share puts the playground on the internet: set a room password as well (--room-password)")
     log(settings.describe())
     banks = load_banks()  # a malformed bank stops the start with its file and line
     store = FeedbackStore(settings.db)  # likewise a feedback.db that cannot be used
     # The page is served at once and says the model is loading; the first start converts it (about a minute).
     loading = ModelLoading.start(lambda: Runtime.from_lineup(settings.lineup, settings.cache_dir, log))
-    place = TrainingPlace(settings.db, settings.lineup.source, settings.lineup.dtype, settings.cache_dir)
-    app = build_app(loading, settings.lineup, banks, store, place)
-    app.queue(default_concurrency_limit=1).launch(
+    place = TrainingPlace(settings.db, settings.lineup.source, settings.lineup.dtype, settings.cache_dir, args.adapters)
+    app = build_app(loading, settings.lineup, banks, store, place, access)
+    app.queue(**QUEUE).launch(
         server_name=settings.host, server_port=settings.port, show_error=False, quiet=True,
-        prevent_thread_lock=True, **launch_options(),
+        prevent_thread_lock=True, share=args.share, **launch_options(), **access.launch_options(),
     )
     log(f"open http://{settings.host}:{settings.port} in a browser (Ctrl+C stops)")
+    if access.workshop:
+        log("workshop mode: participants sign in with their name and the room password"
+            + ("" if access.admin_password else "; training is off (no --admin-password)"))
+    if args.share:
+        log(f"WARNING: anyone with this link can use the playground and see its data: {app.share_url}")
     try:
         loading.future.result()  # a model that cannot be loaded ends the program with its message
     except PlaygroundError:
@@ -157,14 +209,18 @@ def serve_command(args: argparse.Namespace) -> int:
 def generate_command(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from playground.models.generation import SamplingSettings, generate_one
+    from playground.models.generation import SamplingSettings, best_of_n, generate_one
     from playground.models.runtime import Runtime
+    from playground.prompting.formats import render_gemma_chat
+    from playground.prompting.inputs import clean_message
 
     settings = settings_from(args)
     variant = settings.lineup.variant(args.variant)
     bank = find_bank(args.banks, args.task) if args.task else None
-    prompt = build_prompt(PromptSpec(mode=args.mode, k=args.k, lang=args.lang), bank, args.prompt, variant.format)
-    lineup = replace(settings.lineup, variants=(variant,))  # load only the adapter this answer needs
+    message = clean_message(args.prompt)
+    prompt = build_prompt(PromptSpec(mode=args.mode, k=args.k, lang=args.lang), bank, message, variant.format)
+    # load only the adapter this answer needs, and the reward model only for best-of-n
+    lineup = replace(settings.lineup, variants=(variant,), reward=settings.lineup.reward if args.best_of > 1 else None)
     sampling = SamplingSettings(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -174,11 +230,19 @@ def generate_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         stop=tuple(args.stop),
     ).validate()
+    if args.best_of > 1 and lineup.reward is None:
+        raise ConfigError("--best-of needs a reward model: train one (`train reward`), or name it in the lineup file")
     runtime = Runtime.from_lineup(lineup, settings.cache_dir, log)
     if args.show_prompt:
         log(f"--- prompt ---\n{prompt}\n--- answer ---")
-    answer = generate_one(runtime, prompt, variant.name if variant.adapter else None, sampling)
-    print(answer.text)
+    adapter = variant.name if variant.adapter else None
+    if args.best_of > 1:
+        judged = render_gemma_chat([{"role": "user", "content": message}])
+        pick = best_of_n(runtime, prompt, adapter, args.best_of, judged, sampling)
+        log(f"rewards of the {args.best_of} samples: " + ", ".join(f"{s:+.2f}" for s in pick.scores))
+        print(pick.best.text)
+        return 0
+    print(generate_one(runtime, prompt, adapter, sampling).text)
     return 0
 
 
@@ -207,7 +271,7 @@ def eval_prompting_command(args: argparse.Namespace) -> int:
     bank = find_bank(args.banks, args.task)
     for mode in modes:  # refuse a too-large k before loading the model
         build_prompt(PromptSpec(mode=mode, k=args.k, lang=args.lang), bank, "", variant.format)
-    runtime = Runtime.from_lineup(replace(settings.lineup, variants=(variant,)), settings.cache_dir, log)
+    runtime = Runtime.from_lineup(replace(settings.lineup, variants=(variant,), reward=None), settings.cache_dir, log)
     results = evaluate(runtime, variant, bank, modes, args.lang, args.k, args.limit, log)
     if args.details:
         with args.details.open("w", encoding="utf-8") as out:
@@ -222,6 +286,26 @@ def eval_prompting_command(args: argparse.Namespace) -> int:
         "k": args.k,
         "modes": {mode: {"accuracy": r.accuracy, "n": r.n} for mode, r in results.items()},
     }
+    print(json.dumps(report, ensure_ascii=False))
+    return 0
+
+
+def eval_defaults_command(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    from playground.alignment_eval import evaluate_defaults
+    from playground.models.runtime import Runtime
+
+    settings = settings_from(args)
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    variants = [settings.lineup.variant(n) for n in names]  # an unknown name lists the lineup
+    lineup = replace(settings.lineup, variants=tuple(variants), reward=None)
+    runtime = Runtime.from_lineup(lineup, settings.cache_dir, log)
+    report = evaluate_defaults(runtime, variants, args.limit, log)
+    answers = report.pop("answers")
+    if args.details:
+        args.details.write_text(json.dumps(answers, ensure_ascii=False, indent=1), encoding="utf-8")
     print(json.dumps(report, ensure_ascii=False))
     return 0
 
@@ -271,6 +355,10 @@ def train_command(args: argparse.Namespace) -> int:
     from playground.training.jobs import JobSpec, Jobs
 
     settings = settings_from(args)
+    shipped_sft = args.adapters / "sft" / "v1"
+    if args.parent is None and not args.fresh and args.kind in ("dpo", "kto") and shipped_sft.is_dir():
+        args.parent = shipped_sft  # preference training starts from the instruction-tuned policy
+        log(f"continuing from {shipped_sft} (--from to choose another, --fresh for a new LoRA)")
     if args.parent is not None and not (args.parent / "adapter_config.json").is_file():
         raise ConfigError(f"--from {args.parent}: not an adapter folder (no adapter_config.json)")
     spec = JobSpec(
@@ -278,8 +366,11 @@ def train_command(args: argparse.Namespace) -> int:
         cache_dir=str(settings.cache_dir), adapters_root=str(args.adapters), name=args.name,
         parent=str(args.parent) if args.parent else None,
         settings={"steps": args.steps, **({"learning_rate": args.lr} if args.lr else {}),
+                  **({"quantize_4bit": True} if args.quantize_4bit else {}),
                   **({"beta": args.beta} if args.kind in ("dpo", "kto") else {}),
-                  **({"precompute_ref": args.precompute_ref} if args.kind == "dpo" else {})},
+                  **({"precompute_ref": args.precompute_ref, "sft_weight": args.sft_weight}
+                     if args.kind == "dpo" else {})},
+        data="seed" if args.seed_only else "feedback+seed" if args.include_seed else "feedback",
     )
     jobs = Jobs(FeedbackStore(settings.db))
     run_id = jobs.start(spec)
@@ -307,5 +398,7 @@ def bench_command(args: argparse.Namespace) -> int:
     program = BENCH_DIR / f"{args.name}.py"
     if not program.is_file():
         raise PlaygroundError(f"{program} is missing; run benchmarks from a checkout of the repository")
-    settings = settings_from(args)
-    return runpy.run_path(str(program))["main"](settings, tokens=args.tokens, log=log)
+    main = runpy.run_path(str(program))["main"]
+    if args.name == "load":  # its own tiny model: the server is what it measures
+        return main(log=log, participants=args.participants, prompts=args.prompts)
+    return main(settings_from(args), tokens=args.tokens, log=log)

@@ -41,6 +41,7 @@ class Lineup:
     device: str = "auto"  # "auto" picks cuda when present, else cpu
     variants: tuple[Variant, ...] = field(default_factory=lambda: (Variant("base"),))
     feedback_db: Path | None = None  # [feedback] db in the lineup file; --db overrides it
+    reward: Path | None = None  # a reward model folder (`train reward`): scores answers, enables best-of-n
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -53,6 +54,8 @@ class Lineup:
         lines = [f"base: {self.source} ({self.dtype}, device {self.device})"]
         for v in self.variants:
             lines.append(f"  {v.name}: {v.adapter or 'no adapter'} [{v.format}]")
+        if self.reward:
+            lines.append(f"  reward model: {self.reward}")
         return "\n".join(lines)
 
 
@@ -62,8 +65,8 @@ def adapter_version(folder: Path | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def discover_adapters(root: Path) -> list[Variant]:
-    """Every adapter version under root (root/<name>/vN/ holding adapter_config.json), oldest first."""
+def adapter_versions(root: Path) -> list[tuple[str, int, Path]]:
+    """(name, N, folder) of every adapter version under root (root/<name>/vN/ holding adapter_config.json)."""
     found = []
     if not root.is_dir():
         return found
@@ -73,14 +76,39 @@ def discover_adapters(root: Path) -> list[Variant]:
             match = VERSION_PATTERN.match(version_dir.name)
             if match and (version_dir / "adapter_config.json").is_file():
                 versions.append((int(match.group(1)), version_dir))
-        for number, version_dir in sorted(versions):
-            found.append(Variant(f"{adapter_dir.name}-v{number}", version_dir, "chat"))
+        found += [(adapter_dir.name, number, folder) for number, folder in sorted(versions)]
     return found
 
 
+SHIPPED = {"instruct": ("sft", 1), "rlhf": ("rlhf", 1)}  # the project's own adapters (make adapters), by column
+
+
+def discover_adapters(root: Path) -> list[Variant]:
+    """The shipped adapters as "instruct" and "rlhf", then every other version as <name>-vN, oldest first;
+    reward models are not columns."""
+    from playground.models.reward import is_reward_model
+
+    versions = [(name, n, folder) for name, n, folder in adapter_versions(root) if not is_reward_model(folder)]
+    shipped = {where: column for column, where in SHIPPED.items()}
+    named = [Variant(shipped[(name, n)], folder, "chat") for name, n, folder in versions if (name, n) in shipped]
+    named.sort(key=lambda v: list(SHIPPED).index(v.name))
+    others = [Variant(f"{name}-v{n}", folder, "chat") for name, n, folder in versions if (name, n) not in shipped]
+    return named + others
+
+
+def latest_reward_model(root: Path) -> Path | None:
+    """The newest reward model version under root, if any."""
+    from playground.models.reward import is_reward_model
+
+    rewards = [(n, folder) for _, n, folder in adapter_versions(root) if is_reward_model(folder)]
+    return max(rewards, key=lambda r: (r[0], r[1].stat().st_mtime))[1] if rewards else None
+
+
 def default_lineup(adapters_root: Path = Path("adapters")) -> Lineup:
-    """The embedded default base plus every adapter version found under adapters/."""
-    return Lineup(variants=(Variant("base"), *discover_adapters(adapters_root)))
+    """The embedded default base (plain completion), the shipped instruct and rlhf adapters, every other adapter
+    version found under adapters/, and the newest reward model there."""
+    return Lineup(variants=(Variant("base"), *discover_adapters(adapters_root)),
+                  reward=latest_reward_model(adapters_root))
 
 
 def load_lineup(path: Path) -> Lineup:
@@ -96,7 +124,7 @@ def load_lineup(path: Path) -> Lineup:
 
 def parse_lineup(data: dict, where: str = "lineup", relative_to: Path = Path(".")) -> Lineup:
     """Validate a lineup already parsed from TOML."""
-    _only_keys(data, {"base", "variant", "feedback"}, where)
+    _only_keys(data, {"base", "variant", "feedback", "reward"}, where)
     base = data.get("base", {})
     if not isinstance(base, dict):
         raise ConfigError(f"{where}: [base] must be a table")
@@ -130,7 +158,13 @@ def parse_lineup(data: dict, where: str = "lineup", relative_to: Path = Path("."
         raise ConfigError(f"{where}: [feedback] must be a table")
     _only_keys(feedback, {"db"}, f"{where}: [feedback]")
     db = _string(feedback, "db", "", f"{where}: feedback.db")
-    return Lineup(source, dtype, device, tuple(variants), relative_to / db if db else None)
+    reward = data.get("reward", {})
+    if not isinstance(reward, dict):
+        raise ConfigError(f"{where}: [reward] must be a table")
+    _only_keys(reward, {"adapter"}, f"{where}: [reward]")
+    reward_folder = _string(reward, "adapter", "", f"{where}: reward.adapter")
+    return Lineup(source, dtype, device, tuple(variants), relative_to / db if db else None,
+                  relative_to / Path(reward_folder).expanduser() if reward_folder else None)
 
 
 def _only_keys(table: dict, allowed: set[str], where: str) -> None:

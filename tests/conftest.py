@@ -106,3 +106,16 @@ def server(runtime, tiny_lineup, toy_bank, feedback_store):
                **launch_options())
     yield f"http://127.0.0.1:{port}/", runtime, tiny_lineup
     app.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_reward(tiny_paths, tmp_path_factory) -> Path:
+    """A reward model trained (real TRL RewardTrainer) to prefer the polite answer of separable_feedback."""
+    from playground.training.data import training_pairs
+    from playground.training.reward import RewardSettings, train_reward
+    from test_training import separable_feedback
+
+    tmp = tmp_path_factory.mktemp("reward")
+    train, test = training_pairs(separable_feedback(tmp / "feedback.db"))
+    return train_reward(str(tiny_paths["base"]), "float32", tmp / "cache", train, test, tmp / "adapters", "reward",
+                        settings=RewardSettings(steps=12, batch_size=4, learning_rate=5e-3, max_length=64))

@@ -11,7 +11,7 @@ from playground.prompting.modes import PromptSpec, build_prompt
 from playground.ui.live import SPARE_SLOTS
 
 PROMPTING = ("zero", "", 3, "en")  # mode, task bank (none), k, language
-SAMPLING = (24, 0, 0.95, 0, 1.0, 0)  # max new tokens, temperature, top p, top k, repetition penalty, seed
+SAMPLING = (24, 0, 0.95, 0, 1.0, 0, 1)  # max new tokens, temperature, top p, top k, repetition penalty, seed, n
 COLUMNS = ["base", "sft", "rlhf"]
 SLOTS = len(COLUMNS) + SPARE_SLOTS  # every column slot takes its history, the spare ones too
 EMPTY = [[]] * SLOTS
@@ -76,7 +76,7 @@ def test_second_turn_carries_each_columns_history(server):
 def test_stop_ends_the_generation(server):
     url, runtime, _ = server
     client = Client(url, verbose=False)
-    job = client.submit("", "Hello", *PROMPTING, 512, 0, 0.95, 0, 1.0, 0, COLUMNS, *EMPTY, api_name="/compare")
+    job = client.submit("", "Hello", *PROMPTING, 512, 0, 0.95, 0, 1.0, 0, 1, COLUMNS, *EMPTY, api_name="/compare")
     deadline = time.time() + 60
     while not job.outputs() and time.time() < deadline:
         time.sleep(0.05)
@@ -93,7 +93,7 @@ def test_bad_settings_show_a_message_not_a_traceback(server):
     client = Client(url, verbose=False)
     with pytest.raises(Exception) as error:
         client.predict("", "   ", *SETTINGS, *EMPTY, api_name="/compare")
-    assert "the prompt is empty" in str(error.value)
+    assert "the message is empty" in str(error.value)
     with pytest.raises(Exception) as error:
         client.predict("", "4+4", "few", "toy", 8, "en", *SAMPLING, *EMPTY, api_name="/compare")
     assert "k = 8, but the toy bank has 2 en exemplars" in str(error.value)
@@ -127,7 +127,7 @@ def test_only_the_chosen_columns_answer(server, feedback_store):
     client = Client(url, verbose=False)
     _, *outputs = client.predict("", "Hello", *PROMPTING, *SAMPLING[:-1], ["base", "rlhf"], *EMPTY,
                                  api_name="/compare")
-    columns, stored = outputs[:3], outputs[2 * SLOTS]
+    columns, stored = outputs[:3], outputs[2 * SLOTS + 1]
     assert len(columns[0]) == 2 and len(columns[2]) == 2
     assert columns[1] == {"__type__": "update"}  # the unchosen column is left as it was
     assert sorted(stored) == ["base", "rlhf"]
@@ -142,7 +142,7 @@ def test_a_script_drives_a_whole_session_through_gradio_client(server, feedback_
     url, _, lineup = server
     client = Client(url, verbose=False)
     _, *outputs = client.predict("ben", "日本の首都は", *SETTINGS, *EMPTY, api_name="/compare")
-    ids = outputs[2 * SLOTS]  # {variant: generation id} of the answers just shown
+    ids = outputs[2 * SLOTS + 1]  # {variant: generation id} of the answers just shown
     assert sorted(ids) == sorted(v.name for v in lineup.variants)
     up = client.predict(ids["rlhf"], 1, "ben", api_name="/vote")
     down = client.predict(ids["base"], -1, "ben", api_name="/vote")
@@ -150,7 +150,10 @@ def test_a_script_drives_a_whole_session_through_gradio_client(server, feedback_
     _, left, right, _, round_ids, *_ = client.predict("ben", "Tell me about Tokyo", *SAMPLING[:-1], api_name="/arena")
     assert left[1]["role"] == right[1]["role"] == "assistant"
     names = client.predict(round_ids["left_id"], round_ids["right_id"], "right", "ben", api_name="/arena_vote")
-    assert {names["left"], names["right"]} <= {v.name for v in lineup.variants}
+    assert {names["left"], names["right"]} <= {v.name for v in lineup.variants} and names["counted"]
+    # Voting again on the same round, once the names are out, is kept but does not count toward the ratings.
+    again = client.predict(round_ids["right_id"], round_ids["left_id"], "left", "eve", api_name="/arena_vote")
+    assert not again["counted"]
 
     votes = feedback_store.query("SELECT id, generation_id, value, participant FROM votes ORDER BY id")
     assert votes == [
@@ -162,8 +165,13 @@ def test_a_script_drives_a_whole_session_through_gradio_client(server, feedback_
     ]
     assert feedback_store.query("SELECT left_id, right_id, outcome, blind, participant FROM comparisons") == [
         {"left_id": round_ids["left_id"], "right_id": round_ids["right_id"], "outcome": "right", "blind": 1,
-         "participant": "ben"}
+         "participant": "ben"},
+        {"left_id": round_ids["right_id"], "right_id": round_ids["left_id"], "outcome": "left", "blind": 0,
+         "participant": "eve"},
     ]
+    from playground.feedback.ratings import leaderboard
+
+    assert leaderboard(feedback_store).comparisons == 1 and leaderboard(feedback_store).not_blind == 1
     left_row = feedback_store.generation(round_ids["left_id"])
     assert left_row["variant"] == names["left"] and left_row["prompt"] == "Tell me about Tokyo"
     with pytest.raises(Exception) as error:

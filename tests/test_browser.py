@@ -189,13 +189,13 @@ def test_the_page_says_the_model_is_loading_until_it_is_ready(runtime, tiny_line
         page.screenshot(path=str(ARTIFACTS / "loading.png"))
         client = Client(url, verbose=False)
         with pytest.raises(Exception) as error:
-            client.predict("", "Hello", "zero", "", 3, "en", 8, 0, 0.95, 0, 1.0, 0, ["base"], *[[]] * 6,
+            client.predict("", "Hello", "zero", "", 3, "en", 8, 0, 0.95, 0, 1.0, 0, 1, ["base"], *[[]] * 6,
                            api_name="/compare")
         assert "The model is still loading" in str(error.value)
         pending.set_result(runtime)
         page.get_by_text("Loading the model").wait_for(state="hidden", timeout=30_000)
         assert runtime.model_id in page.locator("h2").first.inner_text() + page.content()
-        _, answer, *_ = client.predict("", "Hello", "zero", "", 3, "en", 8, 0, 0.95, 0, 1.0, 0, ["base"], *[[]] * 6,
+        _, answer, *_ = client.predict("", "Hello", "zero", "", 3, "en", 8, 0, 0.95, 0, 1.0, 0, 1, ["base"], *[[]] * 6,
                                        api_name="/compare")
         assert answer[1]["role"] == "assistant"
     finally:
@@ -256,5 +256,46 @@ def test_retrain_in_the_page_then_compare_the_new_version(runtime, tiny_lineup, 
         assert row["adapter_version"] == 1 and row["response"]
         run = store.run(1)
         assert run["status"] == "done" and [m["step"] for m in run["metrics"]] == [1, 2, 3]
+    finally:
+        app.close()
+
+
+def test_train_a_reward_model_in_the_page_then_answers_show_their_rewards(runtime, tiny_lineup, tmp_path, page):
+    from conftest import free_port
+    from playground.ui.app import build_app, launch_options
+    from playground.ui.train import TrainingPlace
+    from test_training import separable_feedback
+
+    store = separable_feedback(tmp_path / "feedback.db")
+    place = TrainingPlace(store.path, tiny_lineup.source, "float32", tmp_path / "cache", tmp_path / "adapters")
+    app = build_app(runtime, tiny_lineup, {}, store, place)
+    port = free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                       **launch_options())
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_role("tab", name="Train").click()
+        page.get_by_label("Reward model (pairs; best-of-n)").check()
+        page.get_by_label("New adapter name (versions: adapters/NAME/vN)").fill("reward")
+        steps = page.get_by_label("number input for steps")
+        steps.fill("4")
+        steps.press("Enter")
+        page.get_by_label("learning rate").fill("0.005")
+        page.get_by_role("button", name="Retrain / 再学習").click()
+        page.get_by_text("done: published").wait_for(timeout=180_000)
+        page.get_by_text("Held-out reward-model accuracy").wait_for(timeout=10_000)
+        wait_until(lambda: runtime.reward is not None)  # hot-loaded as the app's reward model, not as a column
+        assert runtime.reward.folder == tmp_path / "adapters" / "reward" / "v1"
+        assert "reward-v1" not in runtime.adapters
+
+        page.get_by_role("tab", name="Compare").click()
+        box = page.get_by_label("Prompt").first
+        box.fill("Question number 7?")
+        box.press("Enter")
+        page.get_by_text("Reward model").first.wait_for(timeout=60_000)
+        scores = page.locator(".reward-scores").first.inner_text()
+        assert all(f"{v.name}:" in scores for v in tiny_lineup.variants)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "compare-rewards.png"), full_page=True)
     finally:
         app.close()

@@ -74,16 +74,23 @@ def test_missing_lineup_file(tmp_path):
         load_lineup(tmp_path / "nope.toml")
 
 
-def test_default_lineup_is_base_plus_every_adapter_version(tmp_path):
-    for folder in ("sft/v1", "rlhf/v1", "rlhf/v2", "rlhf/v10", "rlhf/notes", "empty/v1"):
+def test_default_lineup_is_base_instruct_rlhf_then_every_other_version(tmp_path):
+    folders = ("sft/v1", "sft/v2", "rlhf/v1", "rlhf/v2", "rlhf/v10", "reward/v1", "reward/v2")
+    for folder in (*folders, "rlhf/notes", "empty/v1"):
         (tmp_path / folder).mkdir(parents=True)
-    for folder in ("sft/v1", "rlhf/v1", "rlhf/v2", "rlhf/v10"):
+    for folder in folders:
         (tmp_path / folder / "adapter_config.json").write_text("{}")
+    for folder in ("reward/v1", "reward/v2"):
+        (tmp_path / folder / "card.json").write_text('{"kind": "reward"}')
+    (tmp_path / "rlhf/v2/card.json").write_text('{"kind": "dpo"}')
     lineup = default_lineup(tmp_path)
-    assert [v.name for v in lineup.variants] == ["base", "rlhf-v1", "rlhf-v2", "rlhf-v10", "sft-v1"]
+    assert [v.name for v in lineup.variants] == ["base", "instruct", "rlhf", "rlhf-v2", "rlhf-v10", "sft-v2"]
+    assert lineup.variant("instruct").adapter == tmp_path / "sft/v1"
+    assert lineup.variant("rlhf").adapter == tmp_path / "rlhf/v1"
+    assert lineup.reward == tmp_path / "reward/v2"  # the newest reward model scores; it is not a column
     assert lineup.source == "default" and lineup.dtype == "bfloat16"
-    assert all(v.format == "chat" for v in lineup.variants[1:])
-    assert discover_adapters(tmp_path / "missing") == []
+    assert lineup.variant("base").format == "plain" and all(v.format == "chat" for v in lineup.variants[1:])
+    assert discover_adapters(tmp_path / "missing") == [] and default_lineup(tmp_path / "missing").reward is None
 
 
 def test_flags_override_the_file(tmp_path):
@@ -95,3 +102,10 @@ def test_flags_override_the_file(tmp_path):
 def test_unknown_variant_lists_the_lineup():
     with pytest.raises(ConfigError, match="unknown variant 'nope'; the lineup has: base"):
         default_lineup(Path("/nonexistent")).variant("nope")
+
+
+def test_reward_model_in_the_lineup_file(tmp_path):
+    lineup = load_lineup(write(tmp_path, "[reward]\nadapter = 'adapters/reward/v3'\n"))
+    assert lineup.reward == tmp_path / "adapters/reward/v3" and "reward model" in lineup.describe()
+    with pytest.raises(ConfigError, match=r"\[reward\]: unknown key 'folder'; allowed keys are adapter"):
+        load_lineup(write(tmp_path, "[reward]\nfolder = 'x'\n"))

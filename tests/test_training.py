@@ -176,3 +176,27 @@ def test_kto_learns_from_thumbs_alone(tiny_lineup, tiny_paths, tmp_path):
     assert metrics["held_out_rating_accuracy_after"] > metrics["held_out_rating_accuracy_before"]
     with pytest.raises(NotEnoughData, match="KTO needs at least 8 with both thumbs up and thumbs down"):
         kto_examples(FeedbackStore(tmp_path / "empty.db"))
+
+
+def test_qlora_trains_on_a_4bit_base_and_the_adapter_loads_on_the_full_one(tmp_path):
+    """bitsandbytes' CPU kernels pack weights in blocks of 64 inputs, so this base is a little wider than tiny.py's."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    import tiny
+
+    folder = tmp_path / "tiny-64"
+    tiny.build_model(folder, vocab_size=len(tiny.build_tokenizer(folder)), hidden_size=64, head_dim=32)
+    store = separable_feedback(tmp_path / "feedback.db")
+    train, test = training_pairs(store)
+    settings = DPOSettings(steps=6, batch_size=4, learning_rate=5e-3, max_length=64, quantize_4bit=True)
+    adapter = train_dpo(str(folder), "float32", tmp_path / "cache", train, test, tmp_path / "adapters", "rlhf",
+                        settings=settings)
+    card = json.loads((adapter / "card.json").read_text())
+    assert card["hyperparameters"]["quantize_4bit"] is True
+    assert card["metrics"]["held_out_preference_accuracy_after"] > 0.5  # the 4-bit run learned the preference
+    trained = load_file(adapter / "adapter_model.safetensors")
+    assert any(k.endswith("lora_B.weight") and trained[k].abs().sum() > 0 for k in trained)  # B starts at zero
+    base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(adapter))  # the full-precision base takes the QLoRA adapter as it is
+    assert model(input_ids=torch.tensor([[2, 5, 6]])).logits.shape[-1] == base.config.vocab_size

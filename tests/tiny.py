@@ -47,18 +47,18 @@ def build_tokenizer(folder: Path):
     return wrapped
 
 
-def build_model(folder: Path, vocab_size: int, seed: int = 0, hidden_size: int = 32):
+def build_model(folder: Path, vocab_size: int, seed: int = 0, hidden_size: int = 32, head_dim: int = 16):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(seed)
     config = Gemma3TextConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
-        intermediate_size=64,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
-        head_dim=16,
+        head_dim=head_dim,
         max_position_embeddings=2048,
         sliding_window=64,
         layer_types=["sliding_attention", "full_attention"],

@@ -16,8 +16,7 @@ from transformers.generation.streamers import BaseStreamer
 from playground.errors import GenerationError
 from playground.models import model_thread
 from playground.models.runtime import Runtime
-
-END_OF_TURN = "<end_of_turn>"  # Gemma's chat turn end; chat variants stop there
+from playground.prompting.formats import END_OF_TURN
 
 
 @dataclass(frozen=True)
@@ -214,3 +213,40 @@ def generate_all(
 def generate_one(runtime: Runtime, prompt: str, adapter: str | None, settings: SamplingSettings = SamplingSettings()) -> Column:
     """The whole answer of one variant."""
     return generate_all(runtime, [prompt], [adapter], settings)[0]
+
+
+@dataclass(frozen=True)
+class BestOfN:
+    """Best-of-n decoding: n sampled answers, the one the reward model scores highest kept."""
+
+    best: Column
+    scores: list[float]  # every candidate's reward, in sampling order
+    candidates: list[Column]
+
+
+GREEDY_FALLBACK_TEMPERATURE = 0.8  # n greedy answers would be one answer n times
+
+
+def sampled_for_best_of_n(settings: SamplingSettings) -> SamplingSettings:
+    """Best-of-n needs sampling: greedy settings sample at a moderate temperature instead."""
+    return settings if settings.temperature > 0 else replace(settings, temperature=GREEDY_FALLBACK_TEMPERATURE)
+
+
+def pick_best(runtime: Runtime, judged_prompt: str, candidates: list[Column]) -> BestOfN:
+    """Score candidates with the runtime's reward model; keep the highest (the first of equals)."""
+    scores = runtime.reward_scores(judged_prompt, [c.text for c in candidates])
+    return BestOfN(candidates[scores.index(max(scores))], scores, candidates)
+
+
+def best_of_n(runtime: Runtime, prompt: str, adapter: str | None, n: int, judged_prompt: str,
+              settings: SamplingSettings = SamplingSettings()) -> BestOfN:
+    """Sample n answers from one variant in one batch and keep the one the reward model prefers.
+
+    `judged_prompt` is the conversation as the reward model was trained to read it (Gemma's chat turns), whatever
+    format the variant itself was prompted in."""
+    if not 1 <= n <= 16:
+        raise GenerationError(f"best-of-n = {n}: use 1 to 16 samples")
+    if runtime.reward is None:
+        raise GenerationError("best-of-n needs a reward model: train one (`train reward`) and load it")
+    candidates = generate_all(runtime, [prompt] * n, [adapter] * n, sampled_for_best_of_n(settings))
+    return pick_best(runtime, judged_prompt, candidates)

@@ -12,8 +12,11 @@ from playground.config import Lineup
 from playground.errors import AdapterError
 from playground.models import model_thread
 from playground.models.adapters import AdapterInfo, check_adapter
+from playground.models.reward import ADAPTER as REWARD
+from playground.models.reward import RewardModel, last_hidden, read_reward_model, scored_text
 from playground.models.sources import LoadedBase, Log, load_base
 from playground.models.stacked_lora import BASE, stacked_lora, supported
+from playground.prompting.formats import END_OF_TURN
 
 
 class Runtime:
@@ -32,6 +35,7 @@ class Runtime:
         self.model_id = base.model_id
         self.origin = base.origin
         self.adapters: dict[str, AdapterInfo] = {}
+        self.reward: RewardModel | None = None  # scores answers when loaded (load_reward_model)
         self.stacked = stacked  # serve mixed batches with stacked LoRA (faster) rather than PEFT's adapter loop
         _contiguous_output_input(self.base)
 
@@ -45,9 +49,20 @@ class Runtime:
                 if variant.adapter is not None:
                     runtime.load_adapter(variant.name, variant.adapter)
                     log(f"adapter {variant.name}: {variant.adapter}")
+            if adapters and lineup.reward is not None:
+                runtime.load_reward_model(lineup.reward)
+                log(f"reward model: {lineup.reward}")
             return runtime
 
         return model_thread.call(load)
+
+    @property
+    def context_window(self) -> int:
+        """Tokens the model can attend to: prompt and answer together."""
+        return int(getattr(self.base.config, "max_position_embeddings", 8192))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
 
     @property
     def device(self) -> torch.device:
@@ -81,13 +96,57 @@ class Runtime:
             raise AdapterError(f"no adapter named {name!r} is loaded; loaded: {', '.join(self.adapters) or 'none'}")
 
         def detach() -> None:
-            if len(self.adapters) == 1:
-                self.model = self.model.unload()  # removes the LoRA layers, leaving the plain base
-            else:
-                self.model.delete_adapter(name)
+            self._remove_peft_adapter(name)
             del self.adapters[name]
 
         model_thread.call(detach)
+
+    def _remove_peft_adapter(self, name: str) -> None:
+        """On the model thread: drop one adapter; the last one out removes the LoRA layers, leaving the plain base."""
+        if len(self.model.peft_config) == 1:
+            self.model = self.model.unload()
+        else:
+            self.model.delete_adapter(name)
+
+    def load_reward_model(self, folder: Path) -> RewardModel:
+        """Attach a reward model (from `train reward`) to score answers, in place of any loaded before."""
+        from peft import PeftModel, get_peft_model, set_peft_model_state_dict
+
+        reward, config, weights = read_reward_model(Path(folder), self.model_id, self.base)
+
+        def attach() -> None:
+            if self.reward is not None:
+                self._remove_peft_adapter(REWARD)
+                self.reward = None
+            if isinstance(self.model, PeftModel):
+                self.model.add_adapter(REWARD, config)
+            else:
+                self.model = get_peft_model(self.base, config, adapter_name=REWARD)
+            set_peft_model_state_dict(self.model, weights, adapter_name=REWARD)
+            self.model.requires_grad_(False)
+            self.model.eval()
+            self.reward = reward
+
+        model_thread.call(attach)
+        return reward
+
+    def reward_scores(self, prompt: str, completions: list[str]) -> list[float]:
+        """The reward model's score of each answer to `prompt` (a chat prompt); each answer is closed with Gemma's
+        turn end where it lacks one, as the answers it was trained on were."""
+        if self.reward is None:
+            raise AdapterError("no reward model is loaded; train one with `python -m playground train reward`")
+        closed = [c if c.endswith(END_OF_TURN) else c + END_OF_TURN for c in completions]
+        texts = [scored_text(prompt, completion, self.tokenizer.eos_token) for completion in closed]
+
+        def score() -> list[float]:
+            batch = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)  # left-padded
+            with torch.inference_mode(), self.mixed_batch([REWARD] * len(texts)) as extra:
+                if extra:  # PEFT's own path takes adapter names per call; the body alone cannot, so set it
+                    self.model.set_adapter(REWARD)
+                states = last_hidden(self.model, batch["input_ids"], batch["attention_mask"])
+            return [float(v) for v in (states @ self.reward.head.t())[:, 0]]
+
+        return model_thread.call(score)
 
     def adapter_names(self, names: list[str | None]) -> list[str]:
         """Map variant adapters (None = bare base) to PEFT's mixed-batch names, checking each is loaded."""
@@ -104,7 +163,7 @@ class Runtime:
     @contextmanager
     def mixed_batch(self, names: list[str]) -> Iterator[dict]:
         """Set the model up for a batch whose row i uses adapter names[i]; yields extra generate() kwargs."""
-        if not self.adapters:
+        if not self.adapters and self.reward is None:
             yield {}
         elif self.stacked and supported(self.model):
             with stacked_lora(self.model, names):

@@ -46,19 +46,24 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_base(source: str, dtype: str, device: str, cache_dir: Path, log: Log = print) -> LoadedBase:
-    """Load the base named by `source`; one clear ModelSourceError when it can't be had."""
+def load_base(source: str, dtype: str, device: str, cache_dir: Path, log: Log = print,
+              quantize_4bit: bool = False) -> LoadedBase:
+    """Load the base named by `source`; one clear ModelSourceError when it can't be had. With quantize_4bit, the
+    linear layers are held in 4-bit NF4 by bitsandbytes (QLoRA's base), computing in `dtype`."""
     folder, model_id = _local_folder(source, Path(cache_dir).expanduser(), log)
-    log(f"loading {model_id} from {folder} ({dtype})")
+    log(f"loading {model_id} from {folder} ({'4-bit NF4, computing in ' if quantize_4bit else ''}{dtype})")
     started = time.perf_counter()
     try:
-        model, tokenizer = _from_folder(folder, getattr(torch, dtype))
-    except (OSError, ValueError) as exc:
+        model, tokenizer = _from_folder(folder, getattr(torch, dtype), quantize_4bit)
+    except (OSError, ValueError, ImportError) as exc:
         raise ModelSourceError(
             f"could not load the model in {folder}: {_first_line(exc)}; "
-            "if it is a cache folder, delete it and start again to rebuild it"
+            + ("4-bit loading needs bitsandbytes for this machine, or train without it"
+               if quantize_4bit else "if it is a cache folder, delete it and start again to rebuild it")
         ) from None
-    model.to(resolve_device(device)).eval()
+    if not quantize_4bit:  # bitsandbytes places quantized weights itself; they cannot be moved after
+        model.to(resolve_device(device))
+    model.eval()
     log(f"loaded in {time.perf_counter() - started:.1f} s")
     return LoadedBase(model, tokenizer, model_id, str(folder))
 
@@ -177,12 +182,21 @@ def _hub_folder(model_id: str) -> Path:
         ) from None
 
 
-def _from_folder(folder: Path, dtype: torch.dtype):
+def _from_folder(folder: Path, dtype: torch.dtype, quantize_4bit: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    extra = {"quantization_config": four_bit(dtype)} if quantize_4bit else {}
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra)
     return model, tokenizer
+
+
+def four_bit(compute_dtype: torch.dtype):
+    """QLoRA's recipe: NF4 weights, double quantization, computing in the model's dtype."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
 
 
 def _model_id(folder: Path) -> str:

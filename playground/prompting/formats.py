@@ -5,6 +5,16 @@ from __future__ import annotations
 from playground.errors import GenerationError
 
 ROLES = ("user", "assistant")
+END_OF_TURN = "<end_of_turn>"  # Gemma's chat turn end; chat variants stop there
+CONTROL_TOKENS = ("<start_of_turn>", END_OF_TURN, "<bos>", "<eos>", "<pad>")
+
+
+def neutral(text: str) -> str:
+    """Text with Gemma's control-token strings defused ("<end_of_turn>" -> "‹end_of_turn>"), so that typed text
+    cannot end a turn or speak as the model: the tokenizer would read them as the real tokens."""
+    for token in CONTROL_TOKENS:
+        text = text.replace(token, "\u2039" + token[1:])
+    return text
 
 
 def render(messages: list[dict], fmt: str, system: str = "") -> str:
@@ -24,7 +34,7 @@ def render(messages: list[dict], fmt: str, system: str = "") -> str:
 def render_plain(messages: list[dict], system: str = "") -> str:
     """A base model continues text: earlier turns are simply the text so far."""
     parts = [system.strip()] if system.strip() else []
-    parts += [m["content"].strip() for m in messages]
+    parts += [neutral(m["content"].strip()) for m in messages]
     return "\n\n".join(parts)
 
 
@@ -32,11 +42,11 @@ def render_gemma_chat(messages: list[dict], system: str = "") -> str:
     """Gemma's turn format. It has no system role: the system text opens the first user turn, as Gemma's template does."""
     text = ""
     for index, message in enumerate(messages):
-        content = message["content"].strip()
+        content = neutral(message["content"].strip())
         if index == 0 and system.strip():
             content = f"{system.strip()}\n\n{content}"
         role = "model" if message["role"] == "assistant" else "user"
-        text += f"<start_of_turn>{role}\n{content}<end_of_turn>\n"
+        text += f"<start_of_turn>{role}\n{content}{END_OF_TURN}\n"
     return text + "<start_of_turn>model\n"
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from playground.errors import GenerationError
 from playground.prompting.banks import Bank, BankError, Item
-from playground.prompting.formats import render
+from playground.prompting.formats import neutral, render
 
 MODES = ("zero", "one", "few", "cot", "few-cot")
 MODE_TITLES = {
@@ -88,8 +88,8 @@ def _plain(instruction, exemplars, history, message, lang, cot, worked) -> str:
     blocks = [instruction] if instruction else []
     blocks += [f"{q} {e.input.strip()}\n{a} {_worked(e, lang, worked)}" for e in exemplars]
     for user, assistant in zip(history[::2], history[1::2]):
-        blocks.append(f"{q} {user['content'].strip()}\n{a} {assistant['content'].strip()}")
-    last = f"{q} {message.strip()}\n{a}"
+        blocks.append(f"{q} {neutral(user['content'].strip())}\n{a} {neutral(assistant['content'].strip())}")
+    last = f"{q} {neutral(message.strip())}\n{a}"
     if cot:
         last += f" {COT_TRIGGER[lang]}"
     return "\n\n".join(blocks + [last])

@@ -16,15 +16,39 @@ from playground.training.publish import discard, publish, staging_folder
 Progress = Callable[[dict], None]
 
 
-def trainable_model(source: str, dtype: str, cache_dir: Path, parent: Path | None, rank: int, progress: Progress):
-    """(base, PeftModel with a trainable "default" adapter): the parent's weights, or a fresh LoRA."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+@dataclass(frozen=True)
+class TrainSettings:
+    """What every kind of run takes; each method sets its own defaults and adds its own fields."""
 
-    base: LoadedBase = load_base(source, dtype, "auto", cache_dir, log=lambda message: progress({"message": message}))
+    steps: int = 40  # optimizer steps
+    batch_size: int = 4  # examples (or pairs) per step
+    learning_rate: float = 5e-5
+    rank: int = 16  # LoRA rank, for a fresh adapter
+    max_length: int = 512  # tokens of prompt + answer
+    quantize_4bit: bool = False  # QLoRA: the frozen base in 4-bit NF4 (bitsandbytes); the LoRA trains in dtype
+    seed: int = 0
+
+
+def trainable_model(source: str, dtype: str, cache_dir: Path, parent: Path | None, settings: TrainSettings,
+                    progress: Progress):
+    """(base, PeftModel with a trainable "default" adapter): the parent's weights, or a fresh LoRA."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    base = load_training_base(source, dtype, cache_dir, progress, settings.quantize_4bit)
+    model = base.model
+    if settings.quantize_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if parent is not None:
-        return base, PeftModel.from_pretrained(base.model, str(parent), is_trainable=True)
+        return base, PeftModel.from_pretrained(model, str(parent), is_trainable=True)
+    rank = settings.rank
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", task_type="CAUSAL_LM")
-    return base, get_peft_model(base.model, config)
+    return base, get_peft_model(model, config)
+
+
+def load_training_base(source: str, dtype: str, cache_dir: Path, progress: Progress,
+                       quantize_4bit: bool = False) -> LoadedBase:
+    return load_base(source, dtype, "auto", cache_dir, log=lambda message: progress({"message": message}),
+                     quantize_4bit=quantize_4bit)
 
 
 def sequence_logp(model, tokenizer, prompt: str, completion: str) -> float:
@@ -61,6 +85,9 @@ def common_args(staged: Path, steps: int, batch_size: int, learning_rate: float,
         save_strategy="no",
         report_to=[],
         seed=seed,
+        # TRL turns checkpointing on by default: it recomputes each layer's forward during backward. A 270M model's
+        # activations for short chats are small, so keeping them is the faster trade here.
+        gradient_checkpointing=False,
         use_cpu=not torch.cuda.is_available(),
         bf16=dtype == "bfloat16" and torch.cuda.is_available(),
     )
@@ -70,9 +97,13 @@ def final_loss(trainer) -> float | None:
     return next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)
 
 
-def save_and_publish(model, staged: Path, adapters_root: Path, name: str, card: dict) -> Path:
-    """Only the trained adapter is saved (not the base, not a "ref" copy), then renamed into place as vN."""
+def save_and_publish(model, staged: Path, adapters_root: Path, name: str, card: dict, dtype: str) -> Path:
+    """Only the trained adapter is saved (not the base, not a "ref" copy), in the base's dtype (PEFT trains LoRA
+    in float32: twice the file for no difference in the answers), then renamed into place as vN."""
     discard(staged / "trainer")
+    for param_name, param in model.named_parameters():
+        if ".default." in param_name and param.dtype != getattr(torch, dtype):
+            param.data = param.data.to(getattr(torch, dtype))
     model.save_pretrained(str(staged), selected_adapters=["default"])
     return publish(staged, adapters_root, name, card)
 
@@ -87,18 +118,19 @@ class Method:
     higher_is_better: bool
     count_key: str  # the card's key for the example counts ("pairs", "rated", "examples")
     keep: tuple[str, ...]  # logged values reported with each step
+    build: Callable = trainable_model  # (source, dtype, cache_dir, parent, settings, progress) -> (base, PeftModel)
 
 
 def run_training(method: Method, config_class, trainer_class, config_extra: dict, source: str, dtype: str,
                  cache_dir: Path, train: list, test: list, adapters_root: Path, name: str, parent: Path | None,
-                 settings, progress: Progress) -> Path:
+                 settings: TrainSettings, progress: Progress) -> Path:
     """Train a LoRA (continued from `parent`, or fresh), measure the held-out metric before and after, and
     publish adapters_root/name/vN with its card; an interrupted run leaves no version."""
     from datasets import Dataset
     from transformers import set_seed
 
     set_seed(settings.seed)
-    base, model = trainable_model(source, dtype, cache_dir, parent, settings.rank, progress)
+    base, model = method.build(source, dtype, cache_dir, parent, settings, progress)
     title = method.metric.replace("_", " ")
     before = method.measure(model, base.tokenizer, test, "default" if parent else None)
     progress({"message": f"{title} before: {before}"})
@@ -131,7 +163,7 @@ def run_training(method: Method, config_class, trainer_class, config_extra: dict
             # A version that got worse on held-out data is published, but flagged, never promoted silently.
             "worse_than_before": worse,
         }
-        return save_and_publish(model, staged, adapters_root, name, card)
+        return save_and_publish(model, staged, adapters_root, name, card, dtype)
     except BaseException:
         discard(staged)
         raise

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from playground.errors import PlaygroundError
 from playground.feedback import FeedbackStore
 from playground.feedback.export import build
-from playground.prompting.formats import render_gemma_chat
+from playground.prompting.formats import END_OF_TURN, render_gemma_chat
 
-END_OF_TURN = "<end_of_turn>"
 MIN_PAIRS = 8  # fewer than this and a DPO run learns noise
 MIN_EXAMPLES = 4  # ideal answers and upvoted answers for SFT
 
@@ -93,7 +92,7 @@ def kto_examples(store: FeedbackStore, minimum: int = MIN_PAIRS) -> tuple[list[R
 
     train, test = examples("train"), examples("test")
     labels = {r.label for r in train}
-    if len(train) < minimum or labels != {True, False}:
+    if len(train) < minimum or (minimum and labels != {True, False}):
         raise NotEnoughData(
             f"{len(train)} rated answers to train on ({sum(r.label for r in train)} up, "
             f"{sum(not r.label for r in train)} down; {len(test)} more held out), and KTO needs at least {minimum} "

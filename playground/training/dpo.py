@@ -10,20 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from playground.training.common import Method, Progress, run_training, sequence_logp
+from playground.training.common import Method, Progress, TrainSettings, run_training, sequence_logp
 from playground.training.data import Pair
 
 
 @dataclass(frozen=True)
-class DPOSettings:
+class DPOSettings(TrainSettings):
     steps: int = 40  # optimizer steps; a few minutes on 2 CPU cores
     batch_size: int = 4  # pairs per step
     learning_rate: float = 5e-5  # LoRA wants ~10x the full-model rate (TRL's "LoRA Without Regret"); DPO's is 1e-6
     beta: float = 0.1  # how far the policy may move from the reference
-    rank: int = 16  # LoRA rank, for a fresh adapter
-    max_length: int = 512  # tokens of prompt + answer
     precompute_ref: bool = False  # compute the reference log-probs once, before training
-    seed: int = 0
+    # Weight of a language-model loss on the chosen answers, added to DPO's (RPO, Pang et al. 2024): DPO alone moves
+    # likelihood ratios, and a small model's greedy answers may not follow; this keeps it writing the chosen kind.
+    sft_weight: float = 0.0
 
 
 def preference_accuracy(peft_model, tokenizer, pairs: list[Pair], adapter: str | None) -> float | None:
@@ -69,5 +69,7 @@ def train_dpo(
 
     extra = dict(beta=settings.beta, max_length=settings.max_length,
                  precompute_ref_log_probs=settings.precompute_ref)
+    if settings.sft_weight:
+        extra.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, settings.sft_weight])
     return run_training(DPO, DPOConfig, DPOTrainer, extra, source, dtype, cache_dir, train, test, adapters_root,
                         name, parent, settings, progress)

@@ -5,19 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from playground.training.common import Method, Progress, run_training, sequence_logp
+from playground.training.common import Method, Progress, TrainSettings, run_training, sequence_logp
 from playground.training.data import Rated
 
 
 @dataclass(frozen=True)
-class KTOSettings:
+class KTOSettings(TrainSettings):
     steps: int = 40  # optimizer steps
     batch_size: int = 8  # rated answers per step (KTO estimates its reference point from the batch)
     learning_rate: float = 5e-5  # LoRA wants ~10x the full-model rate
     beta: float = 0.1  # how far the policy may move from the reference
-    rank: int = 16  # LoRA rank, for a fresh adapter
-    max_length: int = 512  # tokens of prompt + answer
-    seed: int = 0
 
 
 def rating_accuracy(peft_model, tokenizer, rated: list[Rated], adapter: str | None) -> float | None:

@@ -22,7 +22,11 @@ def staging_folder(root: Path, name: str) -> Path:
     """A hidden temporary folder beside the versions; an interrupted run leaves only this, which is not a version."""
     parent = Path(root) / name
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+    staged = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staged.chmod(0o777 & ~umask)  # mkdtemp makes it private; a published version is as readable as its parent
+    return staged
 
 
 def publish(staged: Path, root: Path, name: str, card: dict) -> Path:

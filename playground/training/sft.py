@@ -5,18 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from playground.training.common import Method, Progress, run_training, sequence_logp
+from playground.training.common import Method, Progress, TrainSettings, run_training, sequence_logp
 from playground.training.data import Example
 
 
 @dataclass(frozen=True)
-class SFTSettings:
+class SFTSettings(TrainSettings):
     steps: int = 40  # optimizer steps
     batch_size: int = 8  # examples per step
     learning_rate: float = 2e-4  # LoRA wants ~10x the full-model rate (TRL's SFT default is 2e-5)
-    rank: int = 16  # LoRA rank, for a fresh adapter
-    max_length: int = 512  # tokens of prompt + answer
-    seed: int = 0
 
 
 def held_out_loss(peft_model, tokenizer, examples: list[Example], adapter: str | None) -> float | None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import gradio as gr
 
 from playground.config import Lineup
-from playground.errors import FeedbackError
+from playground.errors import PlaygroundError
 from playground.feedback import FeedbackStore
 from playground.models.runtime import Runtime
 from playground.prompting.banks import Bank
+from playground.prompting.inputs import clean_message
+from playground.ui.access import Access, participant
 from playground.ui.arena import arena_tab
 from playground.ui.arena import arena_vote as store_arena_vote
 from playground.ui.board import data_tab, leaderboard_tab
@@ -27,6 +29,12 @@ CSS = """
 """
 
 
+# Every generation event shares one lane (concurrency_id "generation", limit 1): one model answers one batch at a
+# time. Other events default to one at a time too. Past max_size waiting requests, Gradio answers at once that the
+# queue is full and to try again, rather than letting a room's requests pile up.
+QUEUE = {"default_concurrency_limit": 1, "max_size": 64}
+
+
 def launch_options() -> dict:
     """What Blocks.launch needs besides the address: styling and the interface languages."""
     return {"css": CSS, "i18n": I18N}
@@ -38,9 +46,10 @@ def build_app(
     banks: dict[str, Bank],
     store: FeedbackStore | None = None,
     training: TrainingPlace | None = None,
+    access: Access = Access(),
 ) -> gr.Blocks:
     """The page; `runtime` may still be loading (the page says so until it is ready). With `training`, a Train tab
-    retrains from the feedback and hot-loads the new version."""
+    retrains from the feedback and hot-loads the new version. `access` says who may do what (see access.py)."""
     loading = runtime if isinstance(runtime, ModelLoading) else ModelLoading.ready(runtime)
     live = LiveLineup(lineup)
     sessions = Sessions(store)
@@ -60,7 +69,7 @@ def build_app(
                 show_data, data_outputs = data_tab(store)
             if training is not None and store is not None:
                 with gr.Tab(t("tab_train")):
-                    train_tab(loading, live, Jobs(store), training, refresh, refresh_inputs, refresh_outputs)
+                    train_tab(loading, live, Jobs(store), training, access, refresh, refresh_inputs, refresh_outputs)
         compare.select(refresh, refresh_inputs, refresh_outputs, api_name=False, queue=False)
         if not loading.done():
             poll = gr.Timer(1.0)
@@ -68,10 +77,17 @@ def build_app(
                 lambda: (heading(loading), gr.update(visible=not loading.done()), gr.Timer(active=not loading.done())),
                 outputs=[header, status, poll], api_name=False, queue=False,
             )
+        # A signed-in participant's name is the one they signed in with.
+        app.load(signed_in_name, outputs=name, api_name=False, queue=False)
         board.select(show_board, outputs=board_outputs, api_name=False)
         data.select(show_data, outputs=data_outputs, api_name=False)
-        _api(store)
+        _api(store, sessions)
     return app
+
+
+def signed_in_name(request: gr.Request):
+    name = getattr(request, "username", None)
+    return gr.update(value=name, interactive=False) if name else gr.skip()
 
 
 def heading(loading: ModelLoading) -> str:
@@ -82,7 +98,7 @@ def heading(loading: ModelLoading) -> str:
     )
 
 
-def _api(store: FeedbackStore | None) -> None:
+def _api(store: FeedbackStore | None, sessions: Sessions) -> None:
     """Endpoints by answer id, for scripts (the ids come back from /compare and /arena)."""
 
     def stored(action):
@@ -90,20 +106,28 @@ def _api(store: FeedbackStore | None) -> None:
             raise gr.Error("No feedback database is open")
         try:
             return action()
-        except FeedbackError as exc:
+        except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
 
-    def vote(generation_id: int, value: int, participant: str = "") -> int:
+    def counted(request: gr.Request, name: str) -> str | None:
+        who = participant(request, name)
+        sessions.count_vote(request, who)
+        return who
+
+    def vote(request: gr.Request, generation_id: int, value: int, name: str = "") -> int:
         """Thumbs up (+1) or down (-1) on a stored answer; returns the vote's id."""
-        return stored(lambda: store.record_vote(int(generation_id), int(value), participant or None))
+        who = counted(request, name)
+        return stored(lambda: store.record_vote(int(generation_id), int(value), who))
 
-    def correction(generation_id: int, text: str, participant: str = "") -> int:
+    def correction(request: gr.Request, generation_id: int, text: str, name: str = "") -> int:
         """The answer you would have wanted instead; returns the correction's id."""
-        return stored(lambda: store.record_correction(int(generation_id), text, participant or None))
+        who = counted(request, name)
+        return stored(lambda: store.record_correction(int(generation_id), clean_message(text, "correction"), who))
 
-    def arena_vote(left_id: int, right_id: int, outcome: str, participant: str = "") -> dict:
-        """A blind verdict (left, right, tie or both_bad) on an arena round; returns the two variants' names."""
-        return store_arena_vote(store, left_id, right_id, outcome, participant)
+    def arena_vote(request: gr.Request, left_id: int, right_id: int, outcome: str, name: str = "") -> dict:
+        """A verdict (left, right, tie or both_bad) on an arena round; returns the two variants' names and whether
+        it counts (only a round's first verdict was blind)."""
+        return store_arena_vote(store, left_id, right_id, outcome, counted(request, name))
 
     gr.api(vote, api_name="vote")
     gr.api(correction, api_name="correction")

@@ -6,10 +6,12 @@ import random
 
 import gradio as gr
 
-from playground.errors import FeedbackError, PlaygroundError
+from playground.errors import FeedbackError, GenerationError, PlaygroundError
 from playground.models.generation import stream_side_by_side
 from playground.prompting.modes import PromptSpec, build_prompt
 from playground.recording import record_answers
+from playground.prompting.inputs import clean_message
+from playground.ui.access import participant
 from playground.ui.compare import Sessions, sampling_controls, sampling_from
 from playground.ui.i18n import t
 from playground.ui.live import LiveLineup
@@ -38,14 +40,19 @@ def arena_tab(get_runtime: ModelLoading, live: LiveLineup, store, sessions: Sess
     round_ids = gr.JSON(visible=False)  # {"left_id", "right_id"} for API clients; names stay hidden
     closed = [gr.update(interactive=False)] * len(buttons)
 
-    def play(request: gr.Request, participant, text, *settings_values):
+    def play(request: gr.Request, typed_name, text, *settings_values):
+        who = participant(request, typed_name)
         model = get_runtime()
         pair = random.sample(live.variants, 2)  # random variants (hot-loaded ones too), in random order
         spec = PromptSpec()
         settings = sampling_from(*settings_values)
-        asked = [{"role": "user", "content": text or ""}]
         try:
-            prompts = [build_prompt(spec, None, text or "", v.format) for v in pair]
+            text = clean_message(text)
+            asked = [{"role": "user", "content": text}]
+            prompts = [build_prompt(spec, None, text, v.format) for v in pair]
+            too_long = max(model.count_tokens(p) for p in prompts) + settings.max_new_tokens - model.context_window
+            if too_long > 0:
+                raise GenerationError(f"the message is {too_long:,} tokens over this model's context; shorten it")
             adapters = [v.name if v.adapter else None for v in pair]
             chats = [asked + [{"role": "assistant", "content": ""}] for _ in pair]
             for step in stream_side_by_side(model, prompts, adapters, settings, sessions.new_stop_flag(request)):
@@ -58,7 +65,7 @@ def arena_tab(get_runtime: ModelLoading, live: LiveLineup, store, sessions: Sess
             return
         try:
             ids = record_answers(store, model.model_id, tuple(pair), step, [asked, asked], prompts, spec, None,
-                                 settings, sessions.session_id(request, participant), participant or None)
+                                 settings, sessions.session_id(request, who), who)
         except FeedbackError as exc:
             raise gr.Error(f"The answers were not stored, so this round cannot be voted on: {exc}") from None
         state = {"names": [v.name for v in pair], "ids": ids, "voted": False}
@@ -71,24 +78,33 @@ def arena_tab(get_runtime: ModelLoading, live: LiveLineup, store, sessions: Sess
                   concurrency_id="generation")
 
     for button, outcome in zip(buttons, OUTCOMES):
-        def vote(state, participant, outcome=outcome):
+        def vote(request: gr.Request, state, typed_name, outcome=outcome):
             if not state.get("ids"):
                 raise gr.Error("Ask both models something first / まず質問してください")
             if state["voted"]:
                 raise gr.Error("You already voted in this round; ask a new question / このラウンドは投票済みです")
-            names = arena_vote(store, *state["ids"], outcome, participant)
+            who = participant(request, typed_name)
+            sessions.count_vote(request, who)
+            names = arena_vote(store, *state["ids"], outcome, who)
             gr.Info("Vote saved / 投票を保存しました")
             return {**state, "voted": True}, f"**A** = {names['left']} · **B** = {names['right']}", *closed
 
         button.click(vote, [round_state, name], [round_state, reveal, *buttons], api_name=False, queue=False)
 
 
-def arena_vote(store, left_id: int, right_id: int, outcome: str, participant: str = "") -> dict:
-    """Store a blind A/B verdict, then reveal the two variants' names."""
+def arena_vote(store, left_id: int, right_id: int, outcome: str, who: str | None = None) -> dict:
+    """Store an A/B verdict, then reveal the two variants' names. Only a round's first verdict was given blind:
+    any later one (the names were out by then) is kept, but marked not blind, so the ratings never count it."""
     if store is None:
         raise gr.Error("No feedback database is open")
+    left_id, right_id = int(left_id), int(right_id)
     try:
-        store.record_comparison(int(left_id), int(right_id), outcome, participant or None, blind=True)
-        return {"left": store.generation(int(left_id))["variant"], "right": store.generation(int(right_id))["variant"]}
+        earlier = store.query(
+            "SELECT 1 FROM comparisons WHERE (left_id = ? AND right_id = ?) OR (left_id = ? AND right_id = ?)",
+            [left_id, right_id, right_id, left_id],
+        )
+        store.record_comparison(left_id, right_id, outcome, who or None, blind=not earlier)
+        names = {"left": store.generation(left_id)["variant"], "right": store.generation(right_id)["variant"]}
     except FeedbackError as exc:
         raise gr.Error(str(exc)) from None
+    return {**names, "counted": not earlier}

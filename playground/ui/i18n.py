@@ -21,6 +21,7 @@ TEXT = {
     "k": ("k (few-shot examples)", "k（例の数）"),
     "lang": ("Examples in", "例の言語"),
     "settings": ("Generation settings", "生成の設定"),
+    "best_of_n": ("best-of-n by reward model (1 = off)", "報酬モデルによる best-of-n（1 = なし）"),
     "max_new_tokens": ("max new tokens", "最大トークン数"),
     "temperature": ("temperature (0 = greedy)", "temperature（0 = 貪欲法）"),
     "show_prompt": ("show prompt", "プロンプトを表示"),
