@@ -1,5 +1,6 @@
 """The first page in a real headless Chromium: type a prompt, see every column answer."""
 
+import contextlib
 import os
 import shutil
 import time
@@ -218,20 +219,29 @@ def test_regenerate_asks_the_last_question_again(server, page, feedback_store):
     assert prompts == ["Hello"] * 2 * len(lineup.variants)
 
 
-def test_retrain_in_the_page_then_compare_the_new_version(runtime, tiny_lineup, tiny_paths, tmp_path, page):
+@contextlib.contextmanager
+def training_app(runtime, lineup, tmp_path):
+    """The app with a Train tab, over feedback that prefers polite answers; yields (url, store)."""
     from conftest import free_port
     from playground.ui.app import build_app, launch_options
     from playground.ui.train import TrainingPlace
     from test_training import separable_feedback
 
     store = separable_feedback(tmp_path / "feedback.db")
-    place = TrainingPlace(store.path, tiny_lineup.source, "float32", tmp_path / "cache", tmp_path / "adapters")
-    app = build_app(runtime, tiny_lineup, {}, store, place)
+    place = TrainingPlace(store.path, lineup.source, "float32", tmp_path / "cache", tmp_path / "adapters")
+    app = build_app(runtime, lineup, {}, store, place)
     port = free_port()
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                        **launch_options())
     try:
-        page.goto(f"http://127.0.0.1:{port}/")
+        yield f"http://127.0.0.1:{port}/", store
+    finally:
+        app.close()
+
+
+def test_retrain_in_the_page_then_compare_the_new_version(runtime, tiny_lineup, tiny_paths, tmp_path, page):
+    with training_app(runtime, tiny_lineup, tmp_path) as (url, store):
+        page.goto(url)
         page.get_by_role("tab", name="Train").click()
         steps = page.get_by_label("number input for steps")
         steps.fill("3")
@@ -256,24 +266,11 @@ def test_retrain_in_the_page_then_compare_the_new_version(runtime, tiny_lineup, 
         assert row["adapter_version"] == 1 and row["response"]
         run = store.run(1)
         assert run["status"] == "done" and [m["step"] for m in run["metrics"]] == [1, 2, 3]
-    finally:
-        app.close()
 
 
 def test_train_a_reward_model_in_the_page_then_answers_show_their_rewards(runtime, tiny_lineup, tmp_path, page):
-    from conftest import free_port
-    from playground.ui.app import build_app, launch_options
-    from playground.ui.train import TrainingPlace
-    from test_training import separable_feedback
-
-    store = separable_feedback(tmp_path / "feedback.db")
-    place = TrainingPlace(store.path, tiny_lineup.source, "float32", tmp_path / "cache", tmp_path / "adapters")
-    app = build_app(runtime, tiny_lineup, {}, store, place)
-    port = free_port()
-    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                       **launch_options())
-    try:
-        page.goto(f"http://127.0.0.1:{port}/")
+    with training_app(runtime, tiny_lineup, tmp_path) as (url, store):
+        page.goto(url)
         page.get_by_role("tab", name="Train").click()
         page.get_by_label("Reward model (pairs; best-of-n)").check()
         page.get_by_label("New adapter name (versions: adapters/NAME/vN)").fill("reward")
@@ -297,5 +294,18 @@ def test_train_a_reward_model_in_the_page_then_answers_show_their_rewards(runtim
         assert all(f"{v.name}:" in scores for v in tiny_lineup.variants)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "compare-rewards.png"), full_page=True)
-    finally:
-        app.close()
+
+
+def test_html_and_script_in_a_prompt_are_shown_as_text_and_never_run(server, page):
+    url, _, _ = server
+    page.goto(url)
+    box = page.get_by_label("Prompt").first
+    attack = '<b>bold</b> <img src=x onerror="window.pwned=1"> <script>window.pwned=2</script>'
+    box.fill(attack)
+    box.press("Enter")
+    user = page.locator(".answer-column [data-testid='user']").first
+    user.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    assert page.evaluate("window.pwned") is None  # neither the handler nor the script ran
+    assert page.locator(".answer-column b").count() == 0  # the tag was not rendered as bold
+    assert "<b>bold</b>" in user.inner_text()  # it is shown as the text typed

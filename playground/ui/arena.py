@@ -12,6 +12,7 @@ from playground.prompting.modes import PromptSpec, build_prompt
 from playground.recording import record_answers
 from playground.prompting.inputs import clean_message
 from playground.ui.access import participant
+from playground.ui.messages import displayed, for_display
 from playground.ui.compare import Sessions, sampling_controls, sampling_from
 from playground.ui.i18n import t
 from playground.ui.live import LiveLineup
@@ -54,10 +55,10 @@ def arena_tab(get_runtime: ModelLoading, live: LiveLineup, store, sessions: Sess
             if too_long > 0:
                 raise GenerationError(f"the message is {too_long:,} tokens over this model's context; shorten it")
             adapters = [v.name if v.adapter else None for v in pair]
-            chats = [asked + [{"role": "assistant", "content": ""}] for _ in pair]
+            chats = [for_display(asked + [{"role": "assistant", "content": ""}]) for _ in pair]
             for step in stream_side_by_side(model, prompts, adapters, settings, sessions.new_stop_flag(request)):
                 for chat, column in zip(chats, step):
-                    chat[-1]["content"] = column.text
+                    chat[-1]["content"] = displayed(column.text)
                 yield "", *chats, HIDDEN, {}, gr.skip(), *closed
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None

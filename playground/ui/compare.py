@@ -22,7 +22,7 @@ from playground.ui.i18n import t
 from playground.ui.limits import RateLimit
 from playground.ui.live import LiveLineup
 from playground.ui.loading import ModelLoading
-from playground.ui.messages import answer_ordinal, conversation
+from playground.ui.messages import answer_ordinal, conversation, displayed, for_display
 
 MAX_COLUMNS = 4
 
@@ -198,7 +198,8 @@ def compare_tab(get_runtime: ModelLoading, live: LiveLineup, banks: dict[str, Ba
             text = clean_message(text)
             pasts = [conversation(h) for h, o in zip(histories, on) if o]
             prompts, asked = fitted_prompts(model, spec, bank, text, active, pasts, settings.max_new_tokens)
-            shown = [p + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}] for p in pasts]
+            shown = [for_display(p + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}])
+                     for p in pasts]
             exact = [model_input_text(model, p) for p in prompts]
             cancel = sessions.new_stop_flag(request)
             adapters = [v.name if v.adapter else None for v in active]
@@ -207,13 +208,13 @@ def compare_tab(get_runtime: ModelLoading, live: LiveLineup, banks: dict[str, Ba
             for step in stream_side_by_side(model, [prompts[i] for i in rows], [adapters[i] for i in rows],
                                             settings, cancel):
                 for chat, column in zip(shown, step[::n]):
-                    chat[-1]["content"] = column.text
+                    chat[-1]["content"] = displayed(column.text)
                 yield ("", *spread(shown), *spread(exact), *ids, gr.skip(), gr.skip())
             scores = None
             if model.reward is not None:
                 step, scores = keep_best(model, active, asked, step, n)
                 for chat, column in zip(shown, step):
-                    chat[-1]["content"] = column.text
+                    chat[-1]["content"] = displayed(column.text)
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
         if store is None:
