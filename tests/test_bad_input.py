@@ -56,3 +56,11 @@ def test_a_conversation_past_the_context_window_drops_its_oldest_turns(server, f
     assert runtime.count_tokens(stored["rendered_prompt"]) + 8 <= window
     with pytest.raises(Exception, match="tokens and only .* fit with the answer's room"):
         ask(client, "word " * 1500, columns=["sft"])  # one message alone over the window: refused
+
+
+def test_the_arena_refuses_a_message_past_the_context_window(server, feedback_store):
+    url, _, _ = server
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception, match="tokens and only .* fit with the answer's room"):
+        client.predict("", "word " * 1500, 8, 0, 0.95, 0, 1.0, 0, api_name="/arena")
+    assert feedback_store.count("generations") == 0

@@ -47,14 +47,15 @@ def resolve_device(device: str) -> str:
 
 
 def load_base(source: str, dtype: str, device: str, cache_dir: Path, log: Log = print,
-              quantize_4bit: bool = False) -> LoadedBase:
+              quantize_4bit: bool = False, model_class=None, **model_kwargs) -> LoadedBase:
     """Load the base named by `source`; one clear ModelSourceError when it can't be had. With quantize_4bit, the
-    linear layers are held in 4-bit NF4 by bitsandbytes (QLoRA's base), computing in `dtype`."""
+    linear layers are held in 4-bit NF4 by bitsandbytes (QLoRA's base), computing in `dtype`. `model_class`
+    (default AutoModelForCausalLM) and `model_kwargs` load the same weights with another head."""
     folder, model_id = _local_folder(source, Path(cache_dir).expanduser(), log)
     log(f"loading {model_id} from {folder} ({'4-bit NF4, computing in ' if quantize_4bit else ''}{dtype})")
     started = time.perf_counter()
     try:
-        model, tokenizer = _from_folder(folder, getattr(torch, dtype), quantize_4bit)
+        model, tokenizer = _from_folder(folder, getattr(torch, dtype), quantize_4bit, model_class, model_kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise ModelSourceError(
             f"could not load the model in {folder}: {_first_line(exc)}; "
@@ -182,12 +183,14 @@ def _hub_folder(model_id: str) -> Path:
         ) from None
 
 
-def _from_folder(folder: Path, dtype: torch.dtype, quantize_4bit: bool = False):
+def _from_folder(folder: Path, dtype: torch.dtype, quantize_4bit: bool = False, model_class=None,
+                 model_kwargs: dict | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     extra = {"quantization_config": four_bit(dtype)} if quantize_4bit else {}
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra)
+    model = (model_class or AutoModelForCausalLM).from_pretrained(str(folder), dtype=dtype, **extra,
+                                                                    **(model_kwargs or {}))
     return model, tokenizer
 
 

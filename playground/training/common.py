@@ -32,23 +32,26 @@ class TrainSettings:
 def trainable_model(source: str, dtype: str, cache_dir: Path, parent: Path | None, settings: TrainSettings,
                     progress: Progress):
     """(base, PeftModel with a trainable "default" adapter): the parent's weights, or a fresh LoRA."""
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     base = load_training_base(source, dtype, cache_dir, progress, settings.quantize_4bit)
-    model = base.model
-    if settings.quantize_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if parent is not None:
-        return base, PeftModel.from_pretrained(model, str(parent), is_trainable=True)
+        return base, PeftModel.from_pretrained(base.model, str(parent), is_trainable=True)
     rank = settings.rank
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", task_type="CAUSAL_LM")
-    return base, get_peft_model(model, config)
+    return base, get_peft_model(base.model, config)
 
 
-def load_training_base(source: str, dtype: str, cache_dir: Path, progress: Progress,
-                       quantize_4bit: bool = False) -> LoadedBase:
-    return load_base(source, dtype, "auto", cache_dir, log=lambda message: progress({"message": message}),
-                     quantize_4bit=quantize_4bit)
+def load_training_base(source: str, dtype: str, cache_dir: Path, progress: Progress, quantize_4bit: bool = False,
+                       **load_kwargs) -> LoadedBase:
+    """The base to put a LoRA on (`load_kwargs` as load_base takes them); a 4-bit one prepared for QLoRA."""
+    from peft import prepare_model_for_kbit_training
+
+    base = load_base(source, dtype, "auto", cache_dir, log=lambda message: progress({"message": message}),
+                     quantize_4bit=quantize_4bit, **load_kwargs)
+    if quantize_4bit:
+        prepare_model_for_kbit_training(base.model, use_gradient_checkpointing=False)  # in place
+    return base
 
 
 def sequence_logp(model, tokenizer, prompt: str, completion: str) -> float:
@@ -60,6 +63,16 @@ def sequence_logp(model, tokenizer, prompt: str, completion: str) -> float:
         logits = model(input_ids=full).logits[0, :-1].float()  # (T-1, vocab): position t predicts token t+1
     logps = torch.log_softmax(logits, dim=-1).gather(1, full[0, 1:, None])[:, 0]  # (T-1,)
     return float(logps[len(prompt_ids) - 1 :].sum())
+
+
+def implicit_reward(peft_model, tokenizer, prompt: str, completion: str, adapter: str | None) -> float:
+    """DPO's implicit reward, without beta: log p(completion) with `adapter` minus with the bare base (0 for None)."""
+    if adapter is None:
+        return 0.0
+    peft_model.set_adapter(adapter)
+    policy = sequence_logp(peft_model, tokenizer, prompt, completion)
+    with peft_model.disable_adapter():
+        return policy - sequence_logp(peft_model, tokenizer, prompt, completion)
 
 
 def reporter(progress: Progress, steps: int, keep: tuple[str, ...]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from playground.training.common import Method, Progress, TrainSettings, run_training, sequence_logp
+from playground.training.common import Method, Progress, TrainSettings, implicit_reward, run_training
 from playground.training.data import Pair
 
 
@@ -34,16 +34,8 @@ def preference_accuracy(peft_model, tokenizer, pairs: list[Pair], adapter: str |
     wins = 0.0
     peft_model.eval()
     for pair in pairs:
-        margins = []
-        for answer in (pair.chosen, pair.rejected):
-            if adapter is None:
-                margins.append(0.0)
-                continue
-            peft_model.set_adapter(adapter)
-            policy = sequence_logp(peft_model, tokenizer, pair.prompt, answer)
-            with peft_model.disable_adapter():
-                base = sequence_logp(peft_model, tokenizer, pair.prompt, answer)
-            margins.append(policy - base)
+        margins = [implicit_reward(peft_model, tokenizer, pair.prompt, answer, adapter)
+                   for answer in (pair.chosen, pair.rejected)]
         wins += 1.0 if margins[0] > margins[1] else 0.5 if margins[0] == margins[1] else 0.0
     return round(wins / len(pairs), 4)
 

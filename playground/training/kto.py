@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from playground.training.common import Method, Progress, TrainSettings, run_training, sequence_logp
+from playground.training.common import Method, Progress, TrainSettings, implicit_reward, run_training
 from playground.training.data import Rated
 
 
@@ -25,12 +25,7 @@ def rating_accuracy(peft_model, tokenizer, rated: list[Rated], adapter: str | No
     score = 0.0
     peft_model.eval()
     for item in rated:
-        reward = 0.0
-        if adapter is not None:
-            peft_model.set_adapter(adapter)
-            policy = sequence_logp(peft_model, tokenizer, item.prompt, item.completion)
-            with peft_model.disable_adapter():
-                reward = policy - sequence_logp(peft_model, tokenizer, item.prompt, item.completion)
+        reward = implicit_reward(peft_model, tokenizer, item.prompt, item.completion, adapter)
         score += 0.5 if reward == 0 else float((reward > 0) == item.label)
     return round(score / len(rated), 4)
 

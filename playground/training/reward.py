@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from playground.models.reward import REWARD_KIND, scored_text
-from playground.models.sources import four_bit
 from playground.training.common import Method, Progress, TrainSettings, load_training_base, run_training
 from playground.training.data import Pair
 
@@ -30,21 +29,15 @@ def reward_model(source: str, dtype: str, cache_dir: Path, parent: Path | None, 
 
     A parent adapter is not used: its causal-LM head has no place in a classifier, so the reward model starts from
     the base."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
-    base = load_training_base(source, dtype, cache_dir, progress)  # for its folder, tokenizer and id
-    extra = {"quantization_config": four_bit(getattr(torch, dtype))} if settings.quantize_4bit else {}
-    classifier = AutoModelForSequenceClassification.from_pretrained(
-        base.origin, num_labels=1, dtype=getattr(torch, dtype), **extra
-    )
-    del base.model  # the classifier holds its own copy of the same weights
-    if settings.quantize_4bit:
-        classifier = prepare_model_for_kbit_training(classifier, use_gradient_checkpointing=False)
-    classifier.config.pad_token_id = base.tokenizer.pad_token_id  # it finds each row's last token by padding
+    base = load_training_base(source, dtype, cache_dir, progress, settings.quantize_4bit,
+                              model_class=AutoModelForSequenceClassification, num_labels=1)
+    base.model.config.pad_token_id = base.tokenizer.pad_token_id  # it finds each row's last token by padding
     rank = settings.rank
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", task_type="SEQ_CLS")
-    return base, get_peft_model(classifier, config)
+    return base, get_peft_model(base.model, config)
 
 
 def pair_accuracy(peft_model, tokenizer, pairs: list[Pair], adapter: str | None) -> float | None:

@@ -6,15 +6,15 @@ import random
 
 import gradio as gr
 
-from playground.errors import FeedbackError, GenerationError, PlaygroundError
+from playground.errors import FeedbackError, PlaygroundError
 from playground.models.generation import stream_side_by_side
-from playground.prompting.modes import PromptSpec, build_prompt
-from playground.recording import record_answers
 from playground.prompting.inputs import clean_message
+from playground.prompting.modes import PromptSpec
+from playground.recording import record_answers
 from playground.ui.access import participant
-from playground.ui.messages import displayed, for_display
-from playground.ui.compare import Sessions, sampling_controls, sampling_from
+from playground.ui.compare import Sessions, fitted_prompts, sampling_controls, sampling_from
 from playground.ui.i18n import t
+from playground.ui.messages import displayed, for_display
 from playground.ui.live import LiveLineup
 from playground.ui.loading import ModelLoading
 
@@ -49,13 +49,9 @@ def arena_tab(get_runtime: ModelLoading, live: LiveLineup, store, sessions: Sess
         settings = sampling_from(*settings_values)
         try:
             text = clean_message(text)
-            asked = [{"role": "user", "content": text}]
-            prompts = [build_prompt(spec, None, text, v.format) for v in pair]
-            too_long = max(model.count_tokens(p) for p in prompts) + settings.max_new_tokens - model.context_window
-            if too_long > 0:
-                raise GenerationError(f"the message is {too_long:,} tokens over this model's context; shorten it")
+            prompts, asked = fitted_prompts(model, spec, None, text, pair, [[], []], settings.max_new_tokens)
             adapters = [v.name if v.adapter else None for v in pair]
-            chats = [for_display(asked + [{"role": "assistant", "content": ""}]) for _ in pair]
+            chats = [for_display(a + [{"role": "assistant", "content": ""}]) for a in asked]
             for step in stream_side_by_side(model, prompts, adapters, settings, sessions.new_stop_flag(request)):
                 for chat, column in zip(chats, step):
                     chat[-1]["content"] = displayed(column.text)
@@ -65,7 +61,7 @@ def arena_tab(get_runtime: ModelLoading, live: LiveLineup, store, sessions: Sess
         if store is None:
             return
         try:
-            ids = record_answers(store, model.model_id, tuple(pair), step, [asked, asked], prompts, spec, None,
+            ids = record_answers(store, model.model_id, tuple(pair), step, asked, prompts, spec, None,
                                  settings, sessions.session_id(request, who), who)
         except FeedbackError as exc:
             raise gr.Error(f"The answers were not stored, so this round cannot be voted on: {exc}") from None
