@@ -6,7 +6,7 @@ import pytest
 
 from playground.errors import FeedbackError
 from playground.feedback import FeedbackStore
-from playground.feedback.export import build, prompt_split, write_jsonl
+from playground.feedback.export import FORMATS, build, prompt_split, write_jsonl
 
 from test_cli import run_cli
 
@@ -124,3 +124,57 @@ def test_export_cli_writes_trl_rows_and_reports_counts(feedback, tmp_path):
     assert "1 duplicate" in result.stdout and "1 tie" in result.stdout
     missing = run_cli("export", "--db", str(tmp_path / "nope.db"), "--format", "kto", "--out", str(out))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 64 KiB filesystem (tmpfs), so writes end with ENOSPC as on a full disk. Needs root to mount."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.fixture
+def big_feedback(tmp_path):
+    """More upvoted answers than fit on the small disk."""
+    store = FeedbackStore(tmp_path / "feedback.db")
+    for n in range(120):
+        q = [{"role": "user", "content": f"質問 {n}: 桜について教えてください。"}]
+        answer = store.record_generation(variant="rlhf", prompt=q[0]["content"], response="桜は春に咲きます。" * 40,
+                                         format="chat", messages=q)
+        store.record_vote(answer, 1, participant="aiko")
+    return store
+
+
+def test_a_full_disk_while_exporting_leaves_no_half_file_and_loses_nothing(full_disk, big_feedback, tmp_path):
+    store = big_feedback
+    result = run_cli("export", "--db", str(store.path), "--format", "sft", "--out", str(full_disk / "sft.jsonl"))
+    assert result.returncode == 2
+    assert "No space left on device; nothing was written" in result.stderr and "Traceback" not in result.stderr
+    assert list(full_disk.iterdir()) == []  # neither the export nor its temporary file
+    assert store.query("PRAGMA integrity_check")[0]["integrity_check"] == "ok" and store.count("votes") == 120
+    roomy = tmp_path / "sft.jsonl"  # the same export where there is room: every row is there
+    assert run_cli("export", "--db", str(store.path), "--format", "sft", "--out", str(roomy)).returncode == 0
+    assert len(roomy.read_text(encoding="utf-8").splitlines()) == 120
+
+
+def test_a_full_disk_in_the_data_tab_says_so_and_the_tab_keeps_working(full_disk, big_feedback, monkeypatch):
+    import tempfile
+
+    import gradio as gr
+
+    from playground.ui.board import data_tab
+
+    monkeypatch.setattr(tempfile, "tempdir", str(full_disk))  # the tab keeps its downloads in the temp folder
+    with gr.Blocks():
+        show, _ = data_tab(big_feedback)
+    counts, recent, *files = show()
+    assert "No space left on device" in counts and "Free some disk space and press Refresh" in counts
+    assert "**sft**: 120 rows" in counts  # the counts are still shown
+    assert len(recent) == 30 and files[FORMATS.index("sft")] is None
+    assert not [p for p in full_disk.rglob("*") if p.name.startswith(".")]  # no half-written file left behind

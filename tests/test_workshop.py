@@ -136,3 +136,31 @@ def test_a_small_room_at_once_loses_no_vote():
     assert result.returncode == 0, result.stderr
     assert report["errors"] == 0 and report["votes_stored"] == report["votes_sent"] == 8 * 2 * 2
     assert report["answers_stored"] == 8 * 2 * (3 + 2) and report["integrity_ok"]
+
+
+def test_a_full_queue_answers_busy_try_again_and_keeps_what_it_took(runtime, tiny_lineup, toy_bank, feedback_store):
+    from playground.ui.app import QUEUE, build_app, launch_options
+    from test_app import PROMPTING, SAMPLING
+
+    app = build_app(runtime, tiny_lineup, {"toy": toy_bank}, feedback_store)
+    port = free_port()
+    app.queue(**{**QUEUE, "max_size": 2}).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                                                 quiet=True, **launch_options())
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        long_answers = (*PROMPTING, 160, *SAMPLING[1:])  # keep the one generation lane busy for a moment
+        jobs = [client.submit("", f"question {n}", *long_answers, *EMPTY, api_name="/compare") for n in range(12)]
+        outcomes = []
+        for job in jobs:
+            try:
+                job.result(timeout=120)
+                outcomes.append("answered")
+            except Exception as exc:  # what a participant is told when the room's queue is full
+                outcomes.append(str(exc))
+        busy = [o for o in outcomes if o != "answered"]
+        assert busy and all("try again" in o for o in busy), outcomes
+        assert feedback_store.count("generations") == outcomes.count("answered") * 3  # every accepted one is kept
+        _, *outputs = client.predict("", "one more", *long_answers, *EMPTY, api_name="/compare")
+        assert set(outputs[-1]) == {"base", "sft", "rlhf"}  # the room gets in again once the queue drains
+    finally:
+        app.close()

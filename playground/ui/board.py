@@ -3,12 +3,15 @@ the exports, drawn as plain HTML (readable on a projector, no plotting library).
 
 from __future__ import annotations
 
+import atexit
 import html
+import shutil
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 
+from playground.errors import FeedbackError
 from playground.feedback.export import FORMATS, build, write_jsonl
 from playground.feedback.ratings import Leaderboard, leaderboard
 from playground.ui.i18n import t
@@ -106,6 +109,7 @@ def data_tab(store) -> None:
         interactive=False, wrap=True,
     )
     folder = Path(tempfile.mkdtemp(prefix="playground-exports-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
     def show():
         if store is None:
@@ -115,8 +119,12 @@ def data_tab(store) -> None:
             export = build(store, fmt)
             lines.append(f"- **{fmt}**: {export.report()}")
             path = folder / f"{fmt}.jsonl"
-            write_jsonl(export.rows, path)
-            files.append(str(path))
+            try:
+                write_jsonl(export.rows, path)
+                files.append(str(path))
+            except FeedbackError as exc:  # e.g. a full disk: say so, keep the rest of the tab working
+                lines.append(f"  - ⚠️ {exc}. Free some disk space and press Refresh / ディスクの空きを作って「更新」を押してください")
+                files.append(None)
         rows = store.query(
             """
             SELECT g.id, substr(g.created_at, 12, 8) AS time, g.variant, g.prompt, substr(g.response, 1, 200),
