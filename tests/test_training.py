@@ -50,6 +50,9 @@ def test_dpo_moves_the_adapter_publishes_it_and_it_hot_loads(tiny_lineup, tiny_p
     assert metrics["held_out_preference_accuracy_after"] == 1.0
     assert card["parent"] == str(tiny_paths["sft"]) and card["version"] == 1 and not card["worse_than_before"]
     assert card["pairs"] == {"train": len(train), "held_out": len(test)}
+    readme = (folder / "README.md").read_text(encoding="utf-8")  # a card for people, not PEFT's empty template
+    assert "# rlhf v1" in readme and f"{len(train)} training and {len(test)} held-out" in readme
+    assert "held out preference accuracy: " in readme and "More Information Needed" not in readme
     assert [s["step"] for s in steps if "step" in s][-1] == FAST.steps
     margins = [s["rewards/margins"] for s in steps if "rewards/margins" in s]
     assert margins[-1] > margins[0]

@@ -35,12 +35,37 @@ def publish(staged: Path, root: Path, name: str, card: dict) -> Path:
         version = next_version(root, name)
         target = Path(root) / name / f"v{version}"
         (staged / "card.json").write_text(json.dumps({**card, "version": version}, indent=2, ensure_ascii=False))
+        (staged / "README.md").write_text(readme(card, name, version), encoding="utf-8")  # not PEFT's empty template
         try:
             os.rename(staged, target)  # fails if another run took this number first: then try the next
             return target
         except OSError:
             if not target.exists():
                 raise
+
+
+def readme(card: dict, name: str, version: int) -> str:
+    """A short human-readable card; card.json is the machine-readable one."""
+    counts = next((v for k, v in card.items() if isinstance(v, dict) and "held_out" in v), {})
+    metrics = card.get("metrics", {})
+    befores = [k.removesuffix("_before") for k in metrics if k.endswith("_before")]
+    lines = [
+        f"# {name} v{version}",
+        "",
+        f"A LoRA adapter for `{card.get('base_model')}`, trained by Alignment Playground "
+        f"(`python -m playground train {card.get('kind')}`). The details are in `card.json`.",
+        "",
+        f"- Method: {card.get('kind')}, "
+        + (f"continuing from `{card['parent']}`" if card.get("parent") else "a fresh LoRA on the base"),
+        f"- Data: {counts.get('train', '?')} training and {counts.get('held_out', '?')} held-out items "
+        f"(sha256 {str(card.get('data_hash', '?'))[:12]}…)",
+        *[f"- {m.replace('_', ' ')}: {metrics[m + '_before']} before, {metrics.get(m + '_after')} after"
+          for m in befores],
+        "",
+        "It needs its base model, whose terms (for Gemma, the Gemma Terms of Use) also apply to it.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def discard(staged: Path) -> None:
