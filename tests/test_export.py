@@ -145,8 +145,8 @@ def big_feedback(tmp_path):
     store = FeedbackStore(tmp_path / "feedback.db")
     for n in range(120):
         q = [{"role": "user", "content": f"質問 {n}: 桜について教えてください。"}]
-        answer = store.record_generation(variant="rlhf", prompt=q[0]["content"], response="桜は春に咲きます。" * 40,
-                                         format="chat", messages=q)
+        answer = store.record_generation(variant="rlhf", prompt=q[0]["content"], format="chat", messages=q,
+                                         response="桜は春に咲きます。" * 40)
         store.record_vote(answer, 1, participant="aiko")
     return store
 

@@ -123,7 +123,8 @@ def data_tab(store) -> None:
                 write_jsonl(export.rows, path)
                 files.append(str(path))
             except FeedbackError as exc:  # e.g. a full disk: say so, keep the rest of the tab working
-                lines.append(f"  - ⚠️ {exc}. Free some disk space and press Refresh / ディスクの空きを作って「更新」を押してください")
+                lines.append(f"  - ⚠️ {exc}. Free some disk space and press Refresh / "
+                             "ディスクの空きを作って「更新」を押してください")
                 files.append(None)
         rows = store.query(
             """
