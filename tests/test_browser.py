@@ -239,16 +239,21 @@ def training_app(runtime, lineup, tmp_path):
         app.close()
 
 
+def retrain_in_the_page(page, steps: int, learning_rate: float) -> None:
+    """In the Train tab: set the steps and the learning rate, press Retrain and wait until it is published."""
+    box = page.get_by_label("number input for steps")
+    box.fill(str(steps))
+    box.press("Enter")
+    page.get_by_label("learning rate").fill(str(learning_rate))
+    page.get_by_role("button", name="Retrain / 再学習").click()
+    page.get_by_text("done: published").wait_for(timeout=180_000)
+
+
 def test_retrain_in_the_page_then_compare_the_new_version(runtime, tiny_lineup, tiny_paths, tmp_path, page):
     with training_app(runtime, tiny_lineup, tmp_path) as (url, store):
         page.goto(url)
         page.get_by_role("tab", name="Train").click()
-        steps = page.get_by_label("number input for steps")
-        steps.fill("3")
-        steps.press("Enter")
-        page.get_by_label("learning rate").fill("0.001")
-        page.get_by_role("button", name="Retrain / 再学習").click()
-        page.get_by_text("done: published").wait_for(timeout=180_000)
+        retrain_in_the_page(page, steps=3, learning_rate=0.001)
         page.get_by_text("Held-out preference accuracy").wait_for(timeout=10_000)
         page.wait_for_timeout(1500)  # let the curves finish drawing before the screenshot
         ARTIFACTS.mkdir(exist_ok=True)
@@ -274,12 +279,7 @@ def test_train_a_reward_model_in_the_page_then_answers_show_their_rewards(runtim
         page.get_by_role("tab", name="Train").click()
         page.get_by_label("Reward model (pairs; best-of-n)").check()
         page.get_by_label("New adapter name (versions: adapters/NAME/vN)").fill("reward")
-        steps = page.get_by_label("number input for steps")
-        steps.fill("4")
-        steps.press("Enter")
-        page.get_by_label("learning rate").fill("0.005")
-        page.get_by_role("button", name="Retrain / 再学習").click()
-        page.get_by_text("done: published").wait_for(timeout=180_000)
+        retrain_in_the_page(page, steps=4, learning_rate=0.005)
         page.get_by_text("Held-out reward-model accuracy").wait_for(timeout=10_000)
         wait_until(lambda: runtime.reward is not None)  # hot-loaded as the app's reward model, not as a column
         assert runtime.reward.folder == tmp_path / "adapters" / "reward" / "v1"

@@ -75,6 +75,18 @@ def implicit_reward(peft_model, tokenizer, prompt: str, completion: str, adapter
         return policy - sequence_logp(peft_model, tokenizer, prompt, completion)
 
 
+def pairwise_accuracy(pairs: list, score: Callable[[str, str], float]) -> float | None:
+    """Share of pairs whose chosen answer scores above the rejected one (`score(prompt, answer)`); a tie counts
+    half. None without pairs."""
+    if not pairs:
+        return None
+    wins = 0.0
+    for pair in pairs:
+        chosen, rejected = score(pair.prompt, pair.chosen), score(pair.prompt, pair.rejected)
+        wins += 1.0 if chosen > rejected else 0.5 if chosen == rejected else 0.0
+    return round(wins / len(pairs), 4)
+
+
 def reporter(progress: Progress, steps: int, keep: tuple[str, ...]):
     """A TrainerCallback that reports each logged step (not the closing summary)."""
     from transformers import TrainerCallback

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from playground.training.common import Method, Progress, TrainSettings, implicit_reward, run_training
+from playground.training.common import (
+    Method, Progress, TrainSettings, implicit_reward, pairwise_accuracy, run_training,
+)
 from playground.training.data import Pair
 
 
@@ -29,15 +31,10 @@ class DPOSettings(TrainSettings):
 def preference_accuracy(peft_model, tokenizer, pairs: list[Pair], adapter: str | None) -> float | None:
     """Share of pairs whose implicit reward (log-ratio of the adapter against the base) prefers the chosen answer;
     a tie counts half. None without pairs."""
-    if not pairs:
-        return None
-    wins = 0.0
     peft_model.eval()
-    for pair in pairs:
-        margins = [implicit_reward(peft_model, tokenizer, pair.prompt, answer, adapter)
-                   for answer in (pair.chosen, pair.rejected)]
-        wins += 1.0 if margins[0] > margins[1] else 0.5 if margins[0] == margins[1] else 0.0
-    return round(wins / len(pairs), 4)
+    return pairwise_accuracy(
+        pairs, lambda prompt, answer: implicit_reward(peft_model, tokenizer, prompt, answer, adapter)
+    )
 
 
 DPO = Method("dpo", "held_out_preference_accuracy", preference_accuracy, True, "pairs",

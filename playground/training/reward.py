@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 
 from playground.models.reward import REWARD_KIND, scored_text
-from playground.training.common import Method, Progress, TrainSettings, load_training_base, run_training
+from playground.training.common import (
+    Method, Progress, TrainSettings, load_training_base, pairwise_accuracy, run_training,
+)
 from playground.training.data import Pair
 
 
@@ -42,14 +44,8 @@ def reward_model(source: str, dtype: str, cache_dir: Path, parent: Path | None, 
 
 def pair_accuracy(peft_model, tokenizer, pairs: list[Pair], adapter: str | None) -> float | None:
     """Share of held-out pairs where the chosen answer scores higher than the rejected one; a tie counts half."""
-    if not pairs:
-        return None
     peft_model.eval()
-    wins = 0.0
-    for pair in pairs:
-        chosen, rejected = (score(peft_model, tokenizer, pair.prompt, a) for a in (pair.chosen, pair.rejected))
-        wins += 1.0 if chosen > rejected else 0.5 if chosen == rejected else 0.0
-    return round(wins / len(pairs), 4)
+    return pairwise_accuracy(pairs, lambda prompt, answer: score(peft_model, tokenizer, prompt, answer))
 
 
 def score(peft_model, tokenizer, prompt: str, completion: str) -> float:
