@@ -41,4 +41,4 @@ adapters: $(INSTALLED)
 	@if [ -e $(ADAPTERS)/sft/v1 ] || [ -e $(ADAPTERS)/rlhf/v1 ]; then \
 		echo "$(ADAPTERS)/sft/v1 or rlhf/v1 exists and versions are never overwritten; build elsewhere: make adapters ADAPTERS=/tmp/rebuilt"; exit 1; fi
 	$(VENV)/bin/python -m playground train sft --seed-only --name sft --adapters $(ADAPTERS) --steps $(SFT_STEPS) --db $(VENV)/adapter-runs.db
-	$(VENV)/bin/python -m playground train dpo --seed-only --name rlhf --adapters $(ADAPTERS) --from $(ADAPTERS)/sft/v1 --steps $(DPO_STEPS) --sft-weight 1 --db $(VENV)/adapter-runs.db
+	$(VENV)/bin/python -m playground train dpo --seed-only --name rlhf --adapters $(ADAPTERS) --from $(ADAPTERS)/sft/v1 --steps $(DPO_STEPS) --sft-weight 0.3 --db $(VENV)/adapter-runs.db
