@@ -32,11 +32,11 @@ bench: $(INSTALLED)
 	$(VENV)/bin/python -m playground bench generation --json
 
 # The shipped adapters, reproducibly (fixed seeds), from the project's own data: adapters/sft/v1 (LoRA SFT on
-# data/sft), then adapters/rlhf/v1 (DPO on data/preferences, continuing from sft/v1). About 85 minutes on 2 CPU
+# data/sft), then adapters/rlhf/v1 (DPO on data/preferences, continuing from sft/v1). About 105 minutes on 2 CPU
 # cores. Versions are never overwritten: to rebuild beside the shipped ones, `make adapters ADAPTERS=/tmp/rebuilt`.
 ADAPTERS ?= adapters
 SFT_STEPS ?= 260
-DPO_STEPS ?= 240
+DPO_STEPS ?= 304
 adapters: $(INSTALLED)
 	@if [ -e $(ADAPTERS)/sft/v1 ] || [ -e $(ADAPTERS)/rlhf/v1 ]; then \
 		echo "$(ADAPTERS)/sft/v1 or rlhf/v1 exists and versions are never overwritten; build elsewhere: make adapters ADAPTERS=/tmp/rebuilt"; exit 1; fi
