@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precompute-ref", action="store_true", help="compute reference log-probs once, up front")
     train.add_argument("--sft-weight", type=float, default=0.0,
                        help="dpo: add the chosen answers' language-model loss with this weight (RPO; default 0)")
+    train.add_argument("--own-answers", action="store_true",
+                       help="dpo: also pair the starting policy's own wrong answers to the project's training harmful "
+                            "requests and look-alikes (rejected) with the written ones (on-policy pairs)")
     train.add_argument("--4bit", dest="quantize_4bit", action="store_true",
                        help="QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes) to save memory")
     seed = train.add_mutually_exclusive_group()
@@ -368,7 +371,7 @@ def train_command(args: argparse.Namespace) -> int:
         settings={"steps": args.steps, **({"learning_rate": args.lr} if args.lr else {}),
                   **({"quantize_4bit": True} if args.quantize_4bit else {}),
                   **({"beta": args.beta} if args.kind in ("dpo", "kto") else {}),
-                  **({"precompute_ref": args.precompute_ref, "sft_weight": args.sft_weight}
+                  **({"precompute_ref": args.precompute_ref, "sft_weight": args.sft_weight, "own_answers": args.own_answers}
                      if args.kind == "dpo" else {})},
         data="seed" if args.seed_only else "feedback+seed" if args.include_seed else "feedback",
     )

@@ -7,7 +7,8 @@ import pytest
 
 from playground.alignment_eval import ANSWER_LINE, in_language, is_refusal, well_shaped
 from playground.training.seed import (
-    Record, SeedDataError, preference_records, read_records, seed_examples, seed_pairs, seed_rated, sft_records,
+    Record, SeedDataError, chat_prompt, preference_records, read_records, refusal_probes, seed_examples, seed_pairs,
+    seed_rated, sft_records,
 )
 
 SFT_TASKS = {"question", "explanation", "summary", "classification", "translation", "arithmetic", "rewriting",
@@ -59,6 +60,19 @@ def test_seed_sets_in_the_trainers_formats():
     assert not {p.prompt for p in pairs} & {p.prompt for p in held_out}  # nothing held out is trained on
     rated, _ = seed_rated()
     assert len(rated) == 2 * len(pairs) and sum(r.label for r in rated) == len(pairs)
+
+
+def test_refusal_probes_are_the_training_harmful_requests_and_look_alikes_with_their_written_answers():
+    probes = refusal_probes()
+    harmful = [r for r in sft_records() if r["task"] == "refusal"] + [
+        r for r in preference_records() if r.get("kind") == "harmful"]
+    lookalikes = [r for r in sft_records() if r["task"] == "lookalike"] + [
+        r for r in preference_records() if r.get("kind") == "lookalike"]
+    assert sum(p.harmful for p in probes) == sum(r.split == "train" for r in harmful)
+    assert sum(not p.harmful for p in probes) == sum(r.split == "train" for r in lookalikes)
+    held_out = {chat_prompt(r["prompt"]) for r in harmful + lookalikes if r.split == "test"}
+    assert not {p.prompt for p in probes} & held_out  # what eval defaults asks is never trained on
+    assert all(is_refusal(p.written) == p.harmful and p.written.endswith("<end_of_turn>") for p in probes)
 
 
 @pytest.mark.parametrize("line, message", [

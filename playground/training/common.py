@@ -148,13 +148,19 @@ class Method:
 
 def run_training(method: Method, config_class, trainer_class, config_extra: dict, source: str, dtype: str,
                  cache_dir: Path, train: list, test: list, adapters_root: Path, name: str, parent: Path | None,
-                 settings: TrainSettings, progress: Progress) -> Path:
+                 settings: TrainSettings, progress: Progress, own_examples: Callable | None = None) -> Path:
     """Train a LoRA (continued from `parent`, or fresh), measure the held-out metric before and after, and
-    publish adapters_root/name/vN with its card; an interrupted run leaves no version."""
+    publish adapters_root/name/vN with its card; an interrupted run leaves no version. `own_examples()`, when
+    given, adds training examples made from the starting policy's own answers."""
     from datasets import Dataset
     from transformers import set_seed
 
     set_seed(settings.seed)
+    counts = {"train": len(train), "held_out": len(test)}
+    if own_examples is not None:  # before the trainable model is built: one copy of the base at a time
+        own = own_examples()
+        progress({"message": f"{len(own)} more training examples from the starting policy's own answers"})
+        train, counts["own_answers"] = train + own, len(own)
     base, model = method.build(source, dtype, cache_dir, parent, settings, progress)
     title = method.metric.replace("_", " ")
     before = method.measure(model, base.tokenizer, test, "default" if parent else None)
@@ -181,7 +187,7 @@ def run_training(method: Method, config_class, trainer_class, config_extra: dict
             "base_file": base.origin,
             "parent": str(parent) if parent else None,
             "data_hash": hashlib.sha256(json.dumps([asdict(e) for e in train]).encode()).hexdigest(),
-            method.count_key: {"train": len(train), "held_out": len(test)},
+            method.count_key: counts,
             "hyperparameters": asdict(settings),
             "metrics": {f"{method.metric}_before": before, f"{method.metric}_after": after,
                         "final_loss": final_loss(trainer)},

@@ -26,6 +26,9 @@ class DPOSettings(TrainSettings):
     # Weight of a language-model loss on the chosen answers, added to DPO's (RPO, Pang et al. 2024): DPO alone moves
     # likelihood ratios, and a small model's greedy answers may not follow; this keeps it writing the chosen kind.
     sft_weight: float = 0.0
+    # On-policy pairs (own_answers.py): before training, the starting policy answers the project's training harmful
+    # requests and look-alikes, and each answer of the wrong kind is paired, as rejected, with the written one.
+    own_answers: bool = False
 
 
 def preference_accuracy(peft_model, tokenizer, pairs: list[Pair], adapter: str | None) -> float | None:
@@ -60,5 +63,11 @@ def train_dpo(
                  precompute_ref_log_probs=settings.precompute_ref)
     if settings.sft_weight:
         extra.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, settings.sft_weight])
+    own = None
+    if settings.own_answers:
+        from playground.training.own_answers import starting_policy_pairs
+        from playground.training.seed import refusal_probes
+
+        own = lambda: starting_policy_pairs(source, dtype, cache_dir, parent, refusal_probes())  # noqa: E731
     return run_training(DPO, DPOConfig, DPOTrainer, extra, source, dtype, cache_dir, train, test, adapters_root,
-                        name, parent, settings, progress)
+                        name, parent, settings, progress, own)

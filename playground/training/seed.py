@@ -114,3 +114,22 @@ def seed_rated(folder: Path = DATA_FOLDER / "preferences") -> tuple[list[Rated],
         return [rated for p in pairs for rated in (Rated(p.prompt, p.chosen, True), Rated(p.prompt, p.rejected, False))]
 
     return unpair(train), unpair(test)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A training prompt whose answer must decline (a harmful request) or must not (a harmless look-alike)."""
+
+    prompt: str  # in Gemma's turn format
+    written: str  # the project's answer, closed by <end_of_turn>
+    harmful: bool
+
+
+def refusal_probes(folder: Path = DATA_FOLDER) -> list[Probe]:
+    """The training split's harmful requests and look-alikes, from data/sft and data/preferences."""
+    probes = [Probe(chat_prompt(r["prompt"]), r["response"].strip() + END_OF_TURN, r["task"] == "refusal")
+              for r in sft_records(folder / "sft") if r.split == "train" and r["task"] in ("refusal", "lookalike")]
+    probes += [Probe(chat_prompt(r["prompt"]), r["chosen"].strip() + END_OF_TURN, r["kind"] == "harmful")
+               for r in preference_records(folder / "preferences")
+               if r.split == "train" and r.get("kind") in ("harmful", "lookalike")]
+    return probes

@@ -1,0 +1,47 @@
+"""On-policy pairs for DPO: the policy answers the training prompts that must decline (harmful requests) or must
+not (harmless look-alikes), and each greedy answer of the wrong kind becomes the rejected side against the
+project's written answer. Written rejections show what a bad answer looks like in general; these show the policy
+the mistakes it actually makes, which are what its greedy answers follow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playground.prompting.formats import END_OF_TURN
+from playground.prompting.refusals import is_refusal
+from playground.training.data import Pair
+from playground.training.seed import Probe
+
+ROWS = 12  # prompts per batched generate call
+MAX_NEW_TOKENS = 64  # a refusal says so at the start; the eval reads as many
+
+
+def own_answer_pairs(runtime, adapter: str | None, probes: list[Probe]) -> list[Pair]:
+    """A pair for each probe the variant (`adapter` loaded in `runtime`, None for the bare base) answers wrongly:
+    complying with a harmful request, or declining a harmless one. Its greedy answer, as the app would show it
+    and closed by <end_of_turn> when it ended its turn, is the rejected side."""
+    from playground.models.generation import SamplingSettings, generate_all
+
+    settings = SamplingSettings(max_new_tokens=MAX_NEW_TOKENS)
+    pairs = []
+    for start in range(0, len(probes), ROWS):
+        chunk = probes[start:start + ROWS]
+        for probe, column in zip(chunk, generate_all(runtime, [p.prompt for p in chunk], [adapter] * len(chunk),
+                                                     settings)):
+            answer = column.text.strip()
+            if answer and is_refusal(answer) != probe.harmful:
+                closed = column.finish in ("eos", "stop")
+                pairs.append(Pair(probe.prompt, probe.written, answer + (END_OF_TURN if closed else "")))
+    return pairs
+
+
+def starting_policy_pairs(source: str, dtype: str, cache_dir: Path, parent: Path | None,
+                          probes: list[Probe]) -> list[Pair]:
+    """own_answer_pairs of the policy a run starts from (`parent`, or the bare base), loaded as the app loads it."""
+    from playground.config import Lineup, Variant
+    from playground.models.runtime import Runtime
+
+    lineup = Lineup(source=source, dtype=dtype, variants=(Variant("policy", parent, "chat") if parent else Variant("base"),))
+    runtime = Runtime.from_lineup(lineup, cache_dir, log=lambda message: None)
+    return own_answer_pairs(runtime, "policy" if parent else None, probes)
