@@ -371,8 +371,8 @@ def train_command(args: argparse.Namespace) -> int:
         settings={"steps": args.steps, **({"learning_rate": args.lr} if args.lr else {}),
                   **({"quantize_4bit": True} if args.quantize_4bit else {}),
                   **({"beta": args.beta} if args.kind in ("dpo", "kto") else {}),
-                  **({"precompute_ref": args.precompute_ref, "sft_weight": args.sft_weight, "own_answers": args.own_answers}
-                     if args.kind == "dpo" else {})},
+                  **({"precompute_ref": args.precompute_ref, "sft_weight": args.sft_weight,
+                      "own_answers": args.own_answers} if args.kind == "dpo" else {})},
         data="seed" if args.seed_only else "feedback+seed" if args.include_seed else "feedback",
     )
     jobs = Jobs(FeedbackStore(settings.db))

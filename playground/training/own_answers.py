@@ -42,6 +42,7 @@ def starting_policy_pairs(source: str, dtype: str, cache_dir: Path, parent: Path
     from playground.config import Lineup, Variant
     from playground.models.runtime import Runtime
 
-    lineup = Lineup(source=source, dtype=dtype, variants=(Variant("policy", parent, "chat") if parent else Variant("base"),))
+    policy = Variant("policy", parent, "chat") if parent else Variant("base")
+    lineup = Lineup(source=source, dtype=dtype, variants=(policy,))
     runtime = Runtime.from_lineup(lineup, cache_dir, log=lambda message: None)
     return own_answer_pairs(runtime, "policy" if parent else None, probes)
