@@ -14,7 +14,7 @@ from playground.training.data import Pair
 from playground.training.seed import Probe
 
 ROWS = 12  # prompts per batched generate call
-MAX_NEW_TOKENS = 64  # a refusal says so at the start; the eval reads as many
+MAX_NEW_TOKENS = 64  # a refusal says so in its first 160 characters (REFUSAL_WINDOW), well within 64 tokens
 
 
 def own_answer_pairs(runtime, adapter: str | None, probes: list[Probe]) -> list[Pair]:
