@@ -47,6 +47,7 @@ def run(settings, pairs, precompute: bool, log) -> float:
 
 def main(settings, tokens: int = 64, log=print) -> int:
     from playground.models import model_thread
+    from playground.training.common import training_dtype
 
     pairs = chat_pairs(PAIRS)
     plain = model_thread.call(run, settings, pairs, False, log)
@@ -55,6 +56,7 @@ def main(settings, tokens: int = 64, log=print) -> int:
         "pairs": PAIRS,
         "batch_size": BATCH,
         "dtype": settings.lineup.dtype,
+        "compute_dtype": training_dtype(settings.lineup.dtype),
         "dpo_run_s": round(plain, 1),  # load, train one pass, save: what a Retrain press costs
         "dpo_pairs_per_s": round(PAIRS / plain, 3),
         "dpo_run_s_precomputed_ref": round(precomputed, 1),

@@ -166,6 +166,85 @@ def test_sft_learns_the_ideal_answers_and_publishes(tiny_lineup, tiny_paths, tmp
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items())  # B starts at zero
 
 
+def test_a_bf16_run_trains_in_what_the_cpu_does_fast_and_saves_bf16(tiny_lineup, tmp_path):
+    from playground.training.common import cpu_has_native_bf16
+    from playground.training.data import sft_examples
+    from playground.training.sft import SFTSettings, train_sft
+
+    train, test = sft_examples(ideal_answers(tmp_path / "feedback.db"))
+    steps = []
+    folder = train_sft(tiny_lineup.source, "bfloat16", tmp_path / "cache", train, test, tmp_path / "adapters",
+                       "instruct", parent=None, settings=SFTSettings(steps=2, batch_size=8, max_length=64),
+                       progress=steps.append)
+    expected = "bfloat16" if torch.cuda.is_available() or cpu_has_native_bf16() else "float32"
+    assert json.loads((folder / "card.json").read_text())["compute_dtype"] == expected
+    said = [s["message"] for s in steps if "no native bfloat16" in s.get("message", "")]
+    assert said == ([] if expected == "bfloat16" else
+                    ["this CPU has no native bfloat16: training in float32, many times faster here; "
+                     "the adapter is saved in bfloat16"])
+    assert {v.dtype for v in load_file(folder / "adapter_model.safetensors").values()} == {torch.bfloat16}
+
+
+def test_training_dtype_keeps_bf16_only_where_the_hardware_runs_it():
+    from playground.training.common import training_dtype
+
+    assert training_dtype("bfloat16", cuda=False, native_bf16=False) == "float32"  # e.g. an AVX2-only laptop
+    assert training_dtype("bfloat16", cuda=False, native_bf16=True) == "bfloat16"  # AVX512-BF16 or AMX
+    assert training_dtype("float16", cuda=False, native_bf16=True) == "float32"
+    assert training_dtype("bfloat16", cuda=True, native_bf16=False) == "bfloat16"
+    assert training_dtype("float32", cuda=False, native_bf16=False) == "float32"
+
+
+def test_the_fused_head_scores_only_labelled_positions_on_cpu_with_the_same_log_probs(tiny_paths, monkeypatch):
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForCausalLM
+
+    from playground.training.fused_head import score_labelled_positions_only
+
+    score_labelled_positions_only()
+    scored_rows = []
+    kernel = trl_utils._ChunkedLogProbFunction
+
+    class Counting:  # passes through to TRL's kernel, noting how many positions it scores
+        @staticmethod
+        def apply(hidden, *args):
+            scored_rows.append(hidden.shape[0])
+            return kernel.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Counting)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_paths["base"]), dtype=torch.float32)
+    ids = torch.randint(3, model.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :6] = -100  # the prompt
+    labels[1, 8:] = -100  # padding on the second row
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        labelled = labels[:, 1:] != -100
+        expected = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0] * labelled
+        trl_utils.add_fused_lm_head(model)
+        fused = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    assert scored_rows == [int(labelled.sum())] == [6]  # 4 + 2 answer tokens, not all 18 positions
+    assert torch.allclose(fused, expected, atol=1e-5)
+
+
+def test_sequence_logp_sums_the_log_probs_of_the_completions_tokens(tiny_paths):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from playground.training.common import sequence_logp
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_paths["base"]), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_paths["base"]))
+    prompt, completion = chat_prompt("Question number 3?"), "Thank you, here is the answer."
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logps = torch.log_softmax(model(input_ids=torch.tensor([prompt_ids + completion_ids])).logits[0].float(), -1)
+    expected = sum(float(logps[len(prompt_ids) - 1 + i, token]) for i, token in enumerate(completion_ids))
+    assert len(completion_ids) > 2
+    assert sequence_logp(model, tokenizer, prompt, completion) == pytest.approx(expected, abs=1e-4)
+    assert sequence_logp(model, tokenizer, prompt, "") == 0.0
+
+
 def test_sft_needs_ideal_answers(tmp_path):
     from playground.training.data import NotEnoughData, sft_examples
 
