@@ -13,6 +13,7 @@ from playground.errors import ConfigError, PlaygroundError
 from playground.feedback.export import FORMATS, SPLITS
 from playground.prompting.banks import DEFAULT_FOLDER, LANGS, Bank, load_banks
 from playground.prompting.modes import MODES, PromptSpec, build_prompt
+from playground.training.own_answers import PROBE_SETS
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 BENCHMARKS = ("generation", "training", "load")
@@ -142,9 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precompute-ref", action="store_true", help="compute reference log-probs once, up front")
     train.add_argument("--sft-weight", type=float, default=0.0,
                        help="dpo: add the chosen answers' language-model loss with this weight (RPO; default 0)")
-    train.add_argument("--own-answers", action="store_true",
+    train.add_argument("--own-answers", nargs="?", const="all", default="", choices=tuple(PROBE_SETS),
+                       metavar="WHICH",
                        help="dpo: also pair the starting policy's own wrong answers to the project's training harmful "
-                            "requests and look-alikes (rejected) with the written ones (on-policy pairs)")
+                            "requests and look-alikes (rejected) with the written ones (on-policy pairs); WHICH: all "
+                            "(the default), harmful (harmful requests only) or harmful-ja (Japanese ones only)")
     train.add_argument("--4bit", dest="quantize_4bit", action="store_true",
                        help="QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes) to save memory")
     seed = train.add_mutually_exclusive_group()

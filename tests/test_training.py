@@ -16,7 +16,7 @@ from playground.prompting.refusals import is_refusal
 from playground.training.data import NotEnoughData, Pair, training_pairs
 from playground.training.dpo import DPOSettings, train_dpo
 from playground.training.jobs import JobSpec, Jobs
-from playground.training.own_answers import own_answer_pairs
+from playground.training.own_answers import PROBE_SETS, own_answer_pairs
 from playground.training.seed import Probe, chat_prompt, refusal_probes
 
 FAST = DPOSettings(steps=12, batch_size=4, learning_rate=5e-3, max_length=64)
@@ -74,14 +74,30 @@ def test_dpo_moves_the_adapter_publishes_it_and_it_hot_loads(tiny_lineup, tiny_p
 
 
 def test_own_answer_pairs_reject_what_the_policy_actually_says(runtime):
-    harmful = Probe(chat_prompt("How do I open my neighbour's lock?"), "I can't help with that." + END_OF_TURN, True)
-    lookalike = Probe(chat_prompt("How do I kill a stuck process?"), "Run kill with its id." + END_OF_TURN, False)
+    harmful = Probe(chat_prompt("How do I open my neighbour's lock?"), "I can't help with that." + END_OF_TURN, True,
+                    "en")
+    lookalike = Probe(chat_prompt("How do I kill a stuck process?"), "Run kill with its id." + END_OF_TURN, False, "en")
     said = generate_one(runtime, harmful.prompt, "sft", SamplingSettings(max_new_tokens=64))
     assert said.text.strip() and not is_refusal(said.text)  # the tiny policy complies with anything
     closed = END_OF_TURN if said.finish in ("eos", "stop") else ""
     # The harmful request's answer is the rejected side against the written refusal; the look-alike was answered.
     assert own_answer_pairs(runtime, "sft", [harmful, lookalike]) == [
         Pair(harmful.prompt, harmful.written, said.text.strip() + closed)]
+
+
+def test_own_answers_which_picks_its_training_prompts():
+    from playground.cli import build_parser
+
+    probes = refusal_probes()
+    picked = {which: [probe for probe in probes if keep(probe)] for which, keep in PROBE_SETS.items()}
+    assert len(picked["all"]) == len(probes) > len(picked["harmful"]) > len(picked["harmful-ja"]) > 100
+    assert all(probe.harmful for probe in picked["harmful"])
+    assert all(probe.harmful and probe.lang == "ja" for probe in picked["harmful-ja"])
+    assert any(not probe.harmful for probe in picked["all"]) and any(probe.lang == "en" for probe in picked["harmful"])
+    parse = build_parser().parse_args
+    assert parse(["train", "dpo", "--own-answers"]).own_answers == "all"
+    assert parse(["train", "dpo", "--own-answers", "harmful-ja"]).own_answers == "harmful-ja"
+    assert parse(["train", "dpo"]).own_answers == ""
 
 
 def test_too_few_pairs_says_how_many_and_how_to_get_more(tmp_path):
@@ -115,7 +131,7 @@ def test_train_cli_prints_the_new_adapter_folder(tiny_config, tiny_paths, tmp_pa
     store = separable_feedback(tmp_path / "feedback.db")
     result = run_cli("train", "dpo", "--config", str(tiny_config), "--db", str(store.path), "--from",
                      str(tiny_paths["sft"]), "--adapters", str(tmp_path / "adapters"), "--steps", "3", "--lr", "1e-3",
-                     "--cache-dir", str(tmp_path / "cache"), "--own-answers")
+                     "--cache-dir", str(tmp_path / "cache"), "--own-answers", "harmful-ja")
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "adapters" / "rlhf" / "v1"
     assert result.stdout.strip() == str(folder)
@@ -123,10 +139,11 @@ def test_train_cli_prints_the_new_adapter_folder(tiny_config, tiny_paths, tmp_pa
     run = store.run(1)
     assert (run["status"], run["folder"], run["version"]) == ("done", str(folder), 1)
     assert [m["step"] for m in run["metrics"]] == [1, 2, 3]
-    # The tiny policy hardly ever declines: the project's training harmful requests gave on-policy pairs.
+    # The tiny policy hardly ever declines: the project's Japanese training harmful requests gave on-policy pairs.
     card = json.loads((folder / "card.json").read_text())
-    assert card["hyperparameters"]["own_answers"] is True
-    assert sum(probe.harmful for probe in refusal_probes()) >= card["pairs"]["own_answers"] > 200
+    assert card["hyperparameters"]["own_answers"] == "harmful-ja"
+    asked = sum(probe.harmful and probe.lang == "ja" for probe in refusal_probes())
+    assert asked >= card["pairs"]["own_answers"] > asked // 2
     empty = FeedbackStore(tmp_path / "empty.db")
     refused = run_cli("train", "dpo", "--config", str(tiny_config), "--db", str(empty.path))
     assert refused.returncode == 2 and "0 preference pairs to train on" in refused.stderr

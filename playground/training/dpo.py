@@ -27,8 +27,9 @@ class DPOSettings(TrainSettings):
     # likelihood ratios, and a small model's greedy answers may not follow; this keeps it writing the chosen kind.
     sft_weight: float = 0.0
     # On-policy pairs (own_answers.py): before training, the starting policy answers the project's training harmful
-    # requests and look-alikes, and each answer of the wrong kind is paired, as rejected, with the written one.
-    own_answers: bool = False
+    # requests and look-alikes (or those of own_answers.PROBE_SETS[own_answers]), and each answer of the wrong kind
+    # is paired, as rejected, with the written one. "" for none.
+    own_answers: str = ""
 
 
 def preference_accuracy(peft_model, tokenizer, pairs: list[Pair], adapter: str | None) -> float | None:
@@ -65,9 +66,11 @@ def train_dpo(
         extra.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, settings.sft_weight])
     own = None
     if settings.own_answers:
-        from playground.training.own_answers import starting_policy_pairs
+        from playground.training.own_answers import PROBE_SETS, starting_policy_pairs
         from playground.training.seed import refusal_probes
 
-        own = lambda: starting_policy_pairs(source, dtype, cache_dir, parent, refusal_probes())  # noqa: E731
+        chosen = PROBE_SETS[settings.own_answers]
+        own = lambda: starting_policy_pairs(source, dtype, cache_dir, parent,  # noqa: E731
+                                            [probe for probe in refusal_probes() if chosen(probe)])
     return run_training(DPO, DPOConfig, DPOTrainer, extra, source, dtype, cache_dir, train, test, adapters_root,
                         name, parent, settings, progress, own)

@@ -13,6 +13,14 @@ from playground.prompting.refusals import is_refusal
 from playground.training.data import Pair
 from playground.training.seed import Probe
 
+# Which training prompts the policy answers (`--own-answers WHICH`). Pairs against its own answers to look-alikes
+# are what hold over-refusal down while the others push it to refuse (README, "How the builds compared").
+PROBE_SETS = {
+    "all": lambda probe: True,
+    "harmful": lambda probe: probe.harmful,
+    "harmful-ja": lambda probe: probe.harmful and probe.lang == "ja",
+}
+
 ROWS = 12  # prompts per batched generate call
 MAX_NEW_TOKENS = 64  # a refusal says so in its first 160 characters (REFUSAL_WINDOW), well within 64 tokens
 

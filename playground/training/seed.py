@@ -123,13 +123,14 @@ class Probe:
     prompt: str  # in Gemma's turn format
     written: str  # the project's answer, closed by <end_of_turn>
     harmful: bool
+    lang: str  # "en" or "ja"
 
 
 def refusal_probes(folder: Path = DATA_FOLDER) -> list[Probe]:
     """The training split's harmful requests and look-alikes, from data/sft and data/preferences."""
-    probes = [Probe(chat_prompt(r["prompt"]), r["response"].strip() + END_OF_TURN, r["task"] == "refusal")
+    probes = [Probe(chat_prompt(r["prompt"]), r["response"].strip() + END_OF_TURN, r["task"] == "refusal", r["lang"])
               for r in sft_records(folder / "sft") if r.split == "train" and r["task"] in ("refusal", "lookalike")]
-    probes += [Probe(chat_prompt(r["prompt"]), r["chosen"].strip() + END_OF_TURN, r["kind"] == "harmful")
+    probes += [Probe(chat_prompt(r["prompt"]), r["chosen"].strip() + END_OF_TURN, r["kind"] == "harmful", r["lang"])
                for r in preference_records(folder / "preferences")
                if r.split == "train" and r.get("kind") in ("harmful", "lookalike")]
     return probes
