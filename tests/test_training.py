@@ -16,7 +16,7 @@ from playground.prompting.refusals import is_refusal
 from playground.training.data import NotEnoughData, Pair, training_pairs
 from playground.training.dpo import DPOSettings, train_dpo
 from playground.training.jobs import JobSpec, Jobs
-from playground.training.own_answers import PROBE_SETS, own_answer_pairs
+from playground.training.own_answers import PROBE_SETS, own_answer_pairs, probes_to_ask
 from playground.training.seed import Probe, chat_prompt, refusal_probes
 
 FAST = DPOSettings(steps=12, batch_size=4, learning_rate=5e-3, max_length=64)
@@ -89,7 +89,7 @@ def test_own_answers_which_picks_its_training_prompts():
     from playground.cli import build_parser
 
     probes = refusal_probes()
-    picked = {which: [probe for probe in probes if keep(probe)] for which, keep in PROBE_SETS.items()}
+    picked = {which: probes_to_ask(which) for which in PROBE_SETS}
     assert len(picked["all"]) == len(probes) > len(picked["harmful"]) > len(picked["harmful-ja"]) > 100
     assert all(probe.harmful for probe in picked["harmful"])
     assert all(probe.harmful and probe.lang == "ja" for probe in picked["harmful-ja"])

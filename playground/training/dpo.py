@@ -66,11 +66,9 @@ def train_dpo(
         extra.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, settings.sft_weight])
     own = None
     if settings.own_answers:
-        from playground.training.own_answers import PROBE_SETS, starting_policy_pairs
-        from playground.training.seed import refusal_probes
+        from playground.training.own_answers import probes_to_ask, starting_policy_pairs
 
-        chosen = PROBE_SETS[settings.own_answers]
-        own = lambda: starting_policy_pairs(source, dtype, cache_dir, parent,  # noqa: E731
-                                            [probe for probe in refusal_probes() if chosen(probe)])
+        probes = probes_to_ask(settings.own_answers)
+        own = lambda: starting_policy_pairs(source, dtype, cache_dir, parent, probes)  # noqa: E731
     return run_training(DPO, DPOConfig, DPOTrainer, extra, source, dtype, cache_dir, train, test, adapters_root,
                         name, parent, settings, progress, own)

@@ -11,7 +11,7 @@ from pathlib import Path
 from playground.prompting.formats import END_OF_TURN
 from playground.prompting.refusals import is_refusal
 from playground.training.data import Pair
-from playground.training.seed import Probe
+from playground.training.seed import Probe, refusal_probes
 
 # Which training prompts the policy answers (`--own-answers WHICH`). Pairs against its own answers to look-alikes
 # are what hold over-refusal down while the others push it to refuse (README, "How the builds compared").
@@ -23,6 +23,12 @@ PROBE_SETS = {
 
 ROWS = 12  # prompts per batched generate call
 MAX_NEW_TOKENS = 64  # a refusal says so in its first 160 characters (REFUSAL_WINDOW), well within 64 tokens
+
+
+def probes_to_ask(which: str) -> list[Probe]:
+    """The training harmful requests and look-alikes that `--own-answers WHICH` asks the policy."""
+    keep = PROBE_SETS[which]
+    return [probe for probe in refusal_probes() if keep(probe)]
 
 
 def own_answer_pairs(runtime, adapter: str | None, probes: list[Probe]) -> list[Pair]:
