@@ -18,7 +18,7 @@ from playground.models.generation import SamplingSettings, generate_all
 from playground.models.runtime import Runtime
 from playground.prompting.formats import render
 from playground.prompting.refusals import is_refusal
-from playground.training.seed import DATA_FOLDER, Record, preference_records, seed_pairs, sft_records
+from playground.training.seed import DATA_FOLDER, Record, pair_of, preference_records, sft_records
 
 ROWS = 12  # rows per batched generate call (items x variants)
 MAX_TOKENS = {"classification": 16, "translation": 96, "arithmetic": 128, "refusal": 64}
@@ -124,12 +124,20 @@ def answer_all(runtime: Runtime, variants: list[Variant], asked: list[Asked], lo
             log(f"answered {done}/{len(asked)} ({task})")
 
 
-def preference_accuracy(runtime: Runtime, adapter: str, folder=DATA_FOLDER) -> tuple[float | None, int]:
-    """Held-out pairs whose implicit reward (the variant's log-ratio to the base) prefers the chosen answer."""
+def preference_accuracy(runtime: Runtime, adapter: str, folder=DATA_FOLDER) -> tuple[float | None, dict, int]:
+    """Held-out pairs whose implicit reward (the variant's log-ratio to the base) prefers the chosen answer: the
+    share of all of them, the share on each axis, and how many there are."""
     from playground.training.dpo import preference_accuracy as accuracy
 
-    _, test = seed_pairs(folder / "preferences")
-    return model_thread.call(lambda: accuracy(runtime.model, runtime.tokenizer, test, adapter)), len(test)
+    by_axis: dict[str, list] = {}
+    for r in preference_records(folder / "preferences"):
+        if r.split == "test":
+            by_axis.setdefault(r["axis"], []).append(pair_of(r))
+    shares = {axis: model_thread.call(lambda pairs=pairs: accuracy(runtime.model, runtime.tokenizer, pairs, adapter))
+              for axis, pairs in sorted(by_axis.items())}
+    total = sum(len(pairs) for pairs in by_axis.values())
+    overall = round(sum(shares[axis] * len(pairs) for axis, pairs in by_axis.items()) / total, 3) if total else None
+    return overall, {axis: round(share, 3) for axis, share in shares.items()}, total
 
 
 def rate(flags: list[bool]) -> float | None:
@@ -158,7 +166,8 @@ def evaluate_defaults(runtime: Runtime, variants: list[Variant], limit: int | No
         }
         if v.adapter is not None:
             log(f"preference accuracy of {v.name}")
-            result["pref_accuracy"], result["n"]["pairs"] = preference_accuracy(runtime, v.name, folder)
+            result["pref_accuracy"], result["pref_by_axis"], result["n"]["pairs"] = preference_accuracy(
+                runtime, v.name, folder)
         report["variants"][v.name] = result
     names = set(report["variants"])
     if {"base", "instruct", "rlhf"} <= names:

@@ -1,8 +1,10 @@
 """`eval defaults` on the tiny model: every variant answers every held-out kind, and the rates are computed from
 the answers it really gave."""
 
+from collections import Counter
+
 from playground.alignment_eval import evaluate_defaults, is_refusal, well_shaped
-from playground.training.seed import seed_pairs, sft_records
+from playground.training.seed import preference_records, sft_records
 
 
 def test_every_variant_is_asked_and_measured(runtime, tiny_lineup):
@@ -20,9 +22,13 @@ def test_every_variant_is_asked_and_measured(runtime, tiny_lineup):
         assert result["n"]["harmful"] == 2 and result["n"]["lookalike"] == 2  # one from each data set
         assert 0 <= result["refusal_rate"] <= 1 and 0 <= result["overrefusal_rate"] <= 1
     assert "pref_accuracy" not in report["variants"]["base"]
-    held_out = len(seed_pairs()[1])
+    held_out = Counter(r["axis"] for r in preference_records() if r.split == "test")  # pairs per axis
     for name in ("sft", "rlhf"):
         result = report["variants"][name]
-        assert result["n"]["pairs"] == held_out and 0 <= result["pref_accuracy"] <= 1
+        assert result["n"]["pairs"] == held_out.total() and 0 <= result["pref_accuracy"] <= 1
+        by_axis = result["pref_by_axis"]
+        assert set(by_axis) == set(held_out) == {"helpful", "honest", "harmless"}
+        weighted = sum(by_axis[axis] * held_out[axis] for axis in held_out) / held_out.total()
+        assert abs(result["pref_accuracy"] - weighted) < 0.002  # the whole is its axes, weighted by their pairs
     refusals = [is_refusal(a["rlhf"]) for a in answers if a["kind"] == "harmful" or a["id"].startswith("ref-")]
     assert report["variants"]["rlhf"]["refusal_rate"] == round(sum(refusals) / len(refusals), 3)

@@ -100,10 +100,14 @@ def seed_examples(folder: Path = DATA_FOLDER / "sft") -> tuple[list[Example], li
 def seed_pairs(folder: Path = DATA_FOLDER / "preferences") -> tuple[list[Pair], list[Pair]]:
     """(train, test) preference pairs in Gemma's turn format."""
     records = preference_records(folder)
-    pairs = {split: [Pair(chat_prompt(r["prompt"]), r["chosen"].strip() + END_OF_TURN,
-                          r["rejected"].strip() + END_OF_TURN) for r in records if r.split == split]
-             for split in SPLITS}
+    pairs = {split: [pair_of(r) for r in records if r.split == split] for split in SPLITS}
     return pairs["train"], pairs["test"]
+
+
+def pair_of(record: Record) -> Pair:
+    """A preference record as a pair in Gemma's turn format."""
+    return Pair(chat_prompt(record["prompt"]), record["chosen"].strip() + END_OF_TURN,
+                record["rejected"].strip() + END_OF_TURN)
 
 
 def seed_rated(folder: Path = DATA_FOLDER / "preferences") -> tuple[list[Rated], list[Rated]]:
