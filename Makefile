@@ -32,7 +32,7 @@ bench: $(INSTALLED)
 	$(VENV)/bin/python -m playground bench generation --json
 
 # The shipped adapters, reproducibly (fixed seeds), from the project's own data: adapters/sft/v1 (LoRA SFT on
-# data/sft), then adapters/rlhf/v1 (DPO on data/preferences, continuing from sft/v1). About 130 minutes on 2 CPU
+# data/sft), then adapters/rlhf/v1 (DPO on data/preferences, continuing from sft/v1). About 110 minutes on 2 CPU
 # cores. Versions are never overwritten: to rebuild beside the shipped ones, `make adapters ADAPTERS=/tmp/rebuilt`.
 ADAPTERS ?= adapters
 SFT_STEPS ?= 260

@@ -34,6 +34,22 @@ def test_adapters_share_one_copy_of_the_base(tiny_lineup, tmp_path):
     assert not any(p.requires_grad for p in runtime.model.parameters())
 
 
+def test_the_output_layer_gets_a_freshly_laid_out_input(tiny_lineup, tmp_path):
+    # A strided view there sends a CPU bf16 linear through a copy of the whole output matrix (see sources.py)
+    from playground.models.sources import load_base
+
+    base = load_base(tiny_lineup.source, "float32", "cpu", tmp_path, log=lambda m: None)
+    seen = []
+    base.model.get_output_embeddings().register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    ids = torch.tensor([[2, 10, 11, 12, 13], [2, 20, 21, 22, 23]])
+    with torch.no_grad():
+        logits = base.model(input_ids=ids, logits_to_keep=2).logits
+    (given,) = seen
+    assert given.shape == (2, 2, given.shape[-1])
+    assert given.stride() == (2 * given.shape[-1], given.shape[-1], 1)  # not the (5 x hidden, ...) of the slice
+    assert logits.shape[:2] == (2, 2)
+
+
 def test_hot_load_and_unload_without_reloading_the_base(runtime, tiny_paths, tmp_path):
     base_storage = storage_of(runtime.model)
     base_answer = generate_one(runtime, PROMPT, None, GREEDY).tokens

@@ -37,7 +37,6 @@ class Runtime:
         self.adapters: dict[str, AdapterInfo] = {}
         self.reward: RewardModel | None = None  # scores answers when loaded (load_reward_model)
         self.stacked = stacked  # serve mixed batches with stacked LoRA (faster) rather than PEFT's adapter loop
-        _contiguous_output_input(self.base)
 
     @classmethod
     def from_lineup(cls, lineup: Lineup, cache_dir: Path, log: Log = print, adapters: bool = True) -> "Runtime":
@@ -170,19 +169,3 @@ class Runtime:
                 yield {}
         else:
             yield {"adapter_names": names}  # PEFT's own mixed-adapter batch
-
-
-def _contiguous_output_input(model: torch.nn.Module) -> None:
-    """Hand the output layer a freshly laid-out input.
-
-    At prefill, transformers passes the last position's hidden states as a strided view (hidden[:, -1:, :]).
-    On CPU, a bf16 linear over such a view, with weights that do not require grad (as PEFT leaves them), goes
-    through a batched matmul that first copies the whole 262k x 640 output matrix: measured 770 ms instead of
-    55 ms for the first token of gemma-3-270m. `.contiguous()` is not enough: a (1, 1, 640) view already counts
-    as contiguous, keeping its odd strides. The clone costs a few kilobytes.
-    """
-    output = model.get_output_embeddings()
-    if output is not None:
-        output.register_forward_pre_hook(
-            lambda module, args: (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
-        )
