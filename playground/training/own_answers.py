@@ -14,7 +14,7 @@ from playground.training.data import Pair
 from playground.training.seed import Probe, refusal_probes
 
 # Which training prompts the policy answers (`--own-answers WHICH`). Pairs against its own answers to look-alikes
-# are what hold over-refusal down while the others push it to refuse (README, "How the builds compared").
+# are what hold over-refusal down while the others push it to refuse (adapters/BUILDS.md).
 PROBE_SETS = {
     "all": lambda probe: True,
     "harmful": lambda probe: probe.harmful,
