@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="WHICH",
                        help="dpo: also pair the starting policy's own wrong answers to the project's training harmful "
                             "requests and look-alikes (rejected) with the written ones (on-policy pairs); WHICH: all "
-                            "(the default), harmful (harmful requests only) or harmful-ja (Japanese ones only)")
+                            "(the default), balanced (all, with per language no more pairs against declined "
+                            "look-alikes than against compliances), harmful (harmful requests only) or harmful-ja "
+                            "(Japanese ones only)")
     train.add_argument("--4bit", dest="quantize_4bit", action="store_true",
                        help="QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes) to save memory")
     seed = train.add_mutually_exclusive_group()

@@ -16,7 +16,7 @@ from playground.prompting.refusals import is_refusal
 from playground.training.data import NotEnoughData, Pair, training_pairs
 from playground.training.dpo import DPOSettings, train_dpo
 from playground.training.jobs import JobSpec, Jobs
-from playground.training.own_answers import PROBE_SETS, own_answer_pairs, probes_to_ask
+from playground.training.own_answers import BALANCED, PROBE_SETS, cap_lookalikes, own_answer_pairs, probes_to_ask
 from playground.training.seed import Probe, chat_prompt, refusal_probes
 
 FAST = DPOSettings(steps=12, batch_size=4, learning_rate=5e-3, max_length=64)
@@ -85,6 +85,19 @@ def test_own_answer_pairs_reject_what_the_policy_actually_says(runtime):
         Pair(harmful.prompt, harmful.written, said.text.strip() + closed)]
 
 
+def test_balanced_own_answers_keep_no_more_lookalike_pairs_than_compliances_per_language():
+    def wrong(lang, harmful, n):
+        return [(Probe(f"{lang} {harmful} {i}", "written", harmful, lang), Pair(f"{lang} {harmful} {i}", "c", "r"))
+                for i in range(n)]
+
+    en_complied, en_declined = wrong("en", True, 2), wrong("en", False, 5)
+    ja_complied, ja_declined = wrong("ja", True, 4), wrong("ja", False, 1)
+    kept = cap_lookalikes(en_declined + en_complied + ja_complied + ja_declined)
+    # English keeps its first 2 declined look-alikes, for its 2 compliances; Japanese keeps all 5.
+    assert kept == [pair for _, pair in en_declined[:2] + en_complied + ja_complied + ja_declined]
+    assert cap_lookalikes(wrong("en", False, 3)) == []
+
+
 def test_own_answers_which_picks_its_training_prompts():
     from playground.cli import build_parser
 
@@ -97,6 +110,8 @@ def test_own_answers_which_picks_its_training_prompts():
     parse = build_parser().parse_args
     assert parse(["train", "dpo", "--own-answers"]).own_answers == "all"
     assert parse(["train", "dpo", "--own-answers", "harmful-ja"]).own_answers == "harmful-ja"
+    assert picked["balanced"] == picked["all"]
+    assert parse(["train", "dpo", "--own-answers", BALANCED]).own_answers == BALANCED
     assert parse(["train", "dpo"]).own_answers == ""
 
 

@@ -17,12 +17,14 @@ from playground.training.seed import Probe, refusal_probes
 # are what hold over-refusal down while the others push it to refuse (adapters/BUILDS.md).
 PROBE_SETS = {
     "all": lambda probe: True,
+    "balanced": lambda probe: True,  # then cap_lookalikes
     "harmful": lambda probe: probe.harmful,
     "harmful-ja": lambda probe: probe.harmful and probe.lang == "ja",
 }
 
 ROWS = 12  # prompts per batched generate call
 MAX_NEW_TOKENS = 64  # a refusal says so in its first 160 characters (REFUSAL_WINDOW), well within 64 tokens
+BALANCED = "balanced"
 
 
 def probes_to_ask(which: str) -> list[Probe]:
@@ -31,14 +33,14 @@ def probes_to_ask(which: str) -> list[Probe]:
     return [probe for probe in refusal_probes() if keep(probe)]
 
 
-def own_answer_pairs(runtime, adapter: str | None, probes: list[Probe]) -> list[Pair]:
+def own_answer_pairs(runtime, adapter: str | None, probes: list[Probe], balance: bool = False) -> list[Pair]:
     """A pair for each probe the variant (`adapter` loaded in `runtime`, None for the bare base) answers wrongly:
     complying with a harmful request, or declining a harmless one. Its greedy answer, as the app would show it
-    and closed by <end_of_turn> when it ended its turn, is the rejected side."""
+    and closed by <end_of_turn> when it ended its turn, is the rejected side. `balance` applies cap_lookalikes."""
     from playground.models.generation import SamplingSettings, generate_all
 
     settings = SamplingSettings(max_new_tokens=MAX_NEW_TOKENS)
-    pairs = []
+    wrong = []
     for start in range(0, len(probes), ROWS):
         chunk = probes[start:start + ROWS]
         for probe, column in zip(chunk, generate_all(runtime, [p.prompt for p in chunk], [adapter] * len(chunk),
@@ -46,12 +48,30 @@ def own_answer_pairs(runtime, adapter: str | None, probes: list[Probe]) -> list[
             answer = column.text.strip()
             if answer and is_refusal(answer) != probe.harmful:
                 closed = column.finish in ("eos", "stop")
-                pairs.append(Pair(probe.prompt, probe.written, answer + (END_OF_TURN if closed else "")))
-    return pairs
+                wrong.append((probe, Pair(probe.prompt, probe.written, answer + (END_OF_TURN if closed else ""))))
+    return cap_lookalikes(wrong) if balance else [pair for _, pair in wrong]
+
+
+def cap_lookalikes(wrong: list[tuple[Probe, Pair]]) -> list[Pair]:
+    """The pairs, keeping per language no more against declined look-alikes than against harmful compliances (the
+    first ones, in probe order). A 270M policy's line between refusing and answering moves as one piece: pairs
+    against its declined look-alikes teach it to answer harmful requests too, unless as many push the other way
+    (adapters/BUILDS.md, "a balanced second round")."""
+    complied: dict[str, int] = {}
+    for probe, _ in wrong:
+        complied[probe.lang] = complied.get(probe.lang, 0) + probe.harmful
+    kept, declined = [], {}
+    for probe, pair in wrong:
+        if not probe.harmful:
+            declined[probe.lang] = declined.get(probe.lang, 0) + 1
+            if declined[probe.lang] > complied[probe.lang]:
+                continue
+        kept.append(pair)
+    return kept
 
 
 def starting_policy_pairs(source: str, dtype: str, cache_dir: Path, parent: Path | None,
-                          probes: list[Probe]) -> list[Pair]:
+                          probes: list[Probe], balance: bool = False) -> list[Pair]:
     """own_answer_pairs of the policy a run starts from (`parent`, or the bare base), loaded as the app loads it."""
     from playground.config import Lineup, Variant
     from playground.models.runtime import Runtime
@@ -59,4 +79,4 @@ def starting_policy_pairs(source: str, dtype: str, cache_dir: Path, parent: Path
     policy = Variant("policy", parent, "chat") if parent else Variant("base")
     lineup = Lineup(source=source, dtype=dtype, variants=(policy,))
     runtime = Runtime.from_lineup(lineup, cache_dir, log=lambda message: None)
-    return own_answer_pairs(runtime, "policy" if parent else None, probes)
+    return own_answer_pairs(runtime, "policy" if parent else None, probes, balance)
