@@ -66,9 +66,8 @@ def train_dpo(
         extra.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, settings.sft_weight])
     own = None
     if settings.own_answers:
-        from playground.training.own_answers import BALANCED, probes_to_ask, starting_policy_pairs
+        from playground.training.own_answers import starting_policy_pairs
 
-        probes, balance = probes_to_ask(settings.own_answers), settings.own_answers == BALANCED
-        own = lambda: starting_policy_pairs(source, dtype, cache_dir, parent, probes, balance)  # noqa: E731
+        own = lambda: starting_policy_pairs(source, dtype, cache_dir, parent, settings.own_answers)  # noqa: E731
     return run_training(DPO, DPOConfig, DPOTrainer, extra, source, dtype, cache_dir, train, test, adapters_root,
                         name, parent, settings, progress, own)

@@ -70,13 +70,13 @@ def cap_lookalikes(wrong: list[tuple[Probe, Pair]]) -> list[Pair]:
     return kept
 
 
-def starting_policy_pairs(source: str, dtype: str, cache_dir: Path, parent: Path | None,
-                          probes: list[Probe], balance: bool = False) -> list[Pair]:
-    """own_answer_pairs of the policy a run starts from (`parent`, or the bare base), loaded as the app loads it."""
+def starting_policy_pairs(source: str, dtype: str, cache_dir: Path, parent: Path | None, which: str) -> list[Pair]:
+    """own_answer_pairs, as `--own-answers WHICH` asks for them, of the policy a run starts from (`parent`, or the
+    bare base), loaded as the app loads it."""
     from playground.config import Lineup, Variant
     from playground.models.runtime import Runtime
 
     policy = Variant("policy", parent, "chat") if parent else Variant("base")
     lineup = Lineup(source=source, dtype=dtype, variants=(policy,))
     runtime = Runtime.from_lineup(lineup, cache_dir, log=lambda message: None)
-    return own_answer_pairs(runtime, "policy" if parent else None, probes, balance)
+    return own_answer_pairs(runtime, "policy" if parent else None, probes_to_ask(which), which == BALANCED)
