@@ -178,3 +178,22 @@ def test_a_full_disk_in_the_data_tab_says_so_and_the_tab_keeps_working(full_disk
     assert "**sft**: 120 rows" in counts  # the counts are still shown
     assert len(recent) == 30 and files[FORMATS.index("sft")] is None
     assert not [p for p in full_disk.rglob("*") if p.name.startswith(".")]  # no half-written file left behind
+
+
+def test_the_data_tab_makes_its_download_folder_on_the_first_refresh_only(big_feedback, tmp_path, monkeypatch):
+    import tempfile
+
+    import gradio as gr
+
+    from playground.ui.board import data_tab
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    with gr.Blocks():
+        show, _ = data_tab(big_feedback)
+    assert list(temp.iterdir()) == []  # an app killed before anyone opens the tab leaves nothing in /tmp
+    first, second = show()[2:], show()[2:]
+    assert first == second and first[FORMATS.index("sft")].endswith("sft.jsonl")
+    folders = list(temp.iterdir())
+    assert len(folders) == 1 and sorted(p.name for p in folders[0].iterdir()) == sorted(f"{f}.jsonl" for f in FORMATS)

@@ -108,13 +108,18 @@ def data_tab(store) -> None:
         headers=["id", "time", "variant", "prompt", "answer", "👍", "👎", "ideal answers"],
         interactive=False, wrap=True,
     )
-    folder = Path(tempfile.mkdtemp(prefix="playground-exports-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    made: list[Path] = []  # the export folder, made on the first refresh: an app never opened leaves none behind
+
+    def export_folder() -> Path:
+        if not made:
+            made.append(Path(tempfile.mkdtemp(prefix="playground-exports-")))
+            atexit.register(shutil.rmtree, made[0], ignore_errors=True)
+        return made[0]
 
     def show():
         if store is None:
             return "No feedback database is open.", [], *[None] * len(FORMATS)
-        lines, files = [], []
+        lines, files, folder = [], [], export_folder()
         for fmt in FORMATS:
             export = build(store, fmt)
             lines.append(f"- **{fmt}**: {export.report()}")
