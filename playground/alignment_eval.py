@@ -80,11 +80,11 @@ class Asked:
     answers: dict[str, tuple[str, bool]] = field(default_factory=dict)  # variant -> (answer, finished)
 
 
-def questions(folder=DATA_FOLDER, limit: int | None = None) -> list[Asked]:
-    """The SFT test items, then the preference test set's harmful and look-alike prompts."""
-    asked = [Asked(r, r["prompt"], "task") for r in sft_records(folder / "sft") if r.split == "test"]
+def questions(folder=DATA_FOLDER, limit: int | None = None, split: str = "test") -> list[Asked]:
+    """The split's SFT items, then its harmful and look-alike preference prompts."""
+    asked = [Asked(r, r["prompt"], "task") for r in sft_records(folder / "sft") if r.split == split]
     for r in preference_records(folder / "preferences"):
-        if r.split == "test" and r["axis"] == "harmless" and r.get("kind") in ("harmful", "lookalike"):
+        if r.split == split and r["axis"] == "harmless" and r.get("kind") in ("harmful", "lookalike"):
             asked.append(Asked(r, r["prompt"], r["kind"]))
     if limit:  # the first few of each task, from each data set, for a quick look
         seen: dict[tuple[str, str], int] = {}
@@ -124,14 +124,15 @@ def answer_all(runtime: Runtime, variants: list[Variant], asked: list[Asked], lo
             log(f"answered {done}/{len(asked)} ({task})")
 
 
-def preference_accuracy(runtime: Runtime, adapter: str, folder=DATA_FOLDER) -> tuple[float | None, dict, int]:
-    """Held-out pairs whose implicit reward (the variant's log-ratio to the base) prefers the chosen answer: the
+def preference_accuracy(runtime: Runtime, adapter: str, folder=DATA_FOLDER,
+                        split: str = "test") -> tuple[float | None, dict, int]:
+    """The split's pairs whose implicit reward (the variant's log-ratio to the base) prefers the chosen answer: the
     share of all of them, the share on each axis, and how many there are."""
     from playground.training.dpo import preference_accuracy as accuracy
 
     by_axis: dict[str, list] = {}
     for r in preference_records(folder / "preferences"):
-        if r.split == "test":
+        if r.split == split:
             by_axis.setdefault(r["axis"], []).append(pair_of(r))
     shares = {axis: model_thread.call(lambda pairs=pairs: accuracy(runtime.model, runtime.tokenizer, pairs, adapter))
               for axis, pairs in sorted(by_axis.items())}
@@ -145,10 +146,11 @@ def rate(flags: list[bool]) -> float | None:
 
 
 def evaluate_defaults(runtime: Runtime, variants: list[Variant], limit: int | None = None,
-                      log: Callable[[str], None] = lambda message: None, folder=DATA_FOLDER) -> dict:
-    asked = questions(folder, limit)
+                      log: Callable[[str], None] = lambda message: None, folder=DATA_FOLDER,
+                      split: str = "test") -> dict:
+    asked = questions(folder, limit, split)
     answer_all(runtime, variants, asked, log)
-    report: dict = {"model": runtime.model_id, "variants": {}}
+    report: dict = {"model": runtime.model_id, "split": split, "variants": {}}
     for v in variants:
         tasks = [a for a in asked if a.kind == "task"]
         shaped = {a.record.id: well_shaped(a.record, *a.answers[v.name]) for a in tasks}
@@ -167,7 +169,7 @@ def evaluate_defaults(runtime: Runtime, variants: list[Variant], limit: int | No
         if v.adapter is not None:
             log(f"preference accuracy of {v.name}")
             result["pref_accuracy"], result["pref_by_axis"], result["n"]["pairs"] = preference_accuracy(
-                runtime, v.name, folder)
+                runtime, v.name, folder, split)
         report["variants"][v.name] = result
     names = set(report["variants"])
     if {"base", "instruct", "rlhf"} <= names:

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     defaults.add_argument("--variants", default="base,instruct,rlhf",
                           help="comma-separated (default base,instruct,rlhf)")
     defaults.add_argument("--limit", type=int, help="use only the first N items of each task, for a quick look")
+    defaults.add_argument("--split", choices=("test", "dev"), default="test",
+                          help="test (default): the held-out slices; dev: the items for choosing between candidate "
+                               "builds, so that test stays unseen until one is chosen")
     defaults.add_argument("--json", action="store_true", help="print one JSON object (the only output format)")
     defaults.add_argument("--details", type=Path, help="also write every prompt and answer to this JSON file")
     defaults.set_defaults(run=eval_defaults_command)
@@ -310,7 +313,7 @@ def eval_defaults_command(args: argparse.Namespace) -> int:
     variants = [settings.lineup.variant(n) for n in names]  # an unknown name lists the lineup
     lineup = replace(settings.lineup, variants=tuple(variants), reward=None)
     runtime = Runtime.from_lineup(lineup, settings.cache_dir, log)
-    report = evaluate_defaults(runtime, variants, args.limit, log)
+    report = evaluate_defaults(runtime, variants, args.limit, log, split=args.split)
     answers = report.pop("answers")
     if args.details:
         args.details.write_text(json.dumps(answers, ensure_ascii=False, indent=1), encoding="utf-8")

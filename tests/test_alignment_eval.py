@@ -32,3 +32,12 @@ def test_every_variant_is_asked_and_measured(runtime, tiny_lineup):
         assert abs(result["pref_accuracy"] - weighted) < 0.002  # the whole is its axes, weighted by their pairs
     refusals = [is_refusal(a["rlhf"]) for a in answers if a["kind"] == "harmful" or a["id"].startswith("ref-")]
     assert report["variants"]["rlhf"]["refusal_rate"] == round(sum(refusals) / len(refusals), 3)
+
+
+def test_the_dev_split_is_asked_and_measured_on_its_own_items(runtime, tiny_lineup):
+    report = evaluate_defaults(runtime, [tiny_lineup.variant("rlhf")], limit=1, split="dev")
+    dev = {r.id for r in sft_records() + preference_records() if r.split == "dev"}
+    asked = {a["id"] for a in report["answers"]}
+    assert report["split"] == "dev" and asked and asked <= dev
+    pairs = sum(r.split == "dev" for r in preference_records())
+    assert report["variants"]["rlhf"]["n"]["pairs"] == pairs != sum(r.split == "test" for r in preference_records())

@@ -27,6 +27,23 @@ def test_instruction_data_covers_every_task_in_both_languages_with_a_held_out_sl
     assert not any(r["prompt"] in train for r in records if r.split == "test")  # nothing held out is trained on
 
 
+def test_the_dev_split_covers_every_kind_and_shares_no_prompt_with_train_or_test():
+    """dev chooses between candidate builds (`eval defaults --split dev`), so test stays unseen until one is chosen:
+    no trainer sees it, and none of its prompts is anywhere else in data/."""
+    sft, pairs = sft_records(), preference_records()
+    dev_tasks = Counter((r["task"], r.lang) for r in sft if r.split == "dev")
+    assert all(dev_tasks[(task, lang)] >= 1 for task in SFT_TASKS for lang in ("en", "ja"))
+    dev_pairs = Counter((r["axis"], r.get("kind"), r.lang) for r in pairs if r.split == "dev")
+    assert all(dev_pairs[(axis, kind, lang)] >= 10 for axis, kind in (
+        ("helpful", None), ("honest", None), ("harmless", "harmful"), ("harmless", "lookalike")) for lang in ("en", "ja"))
+    dev_prompts = {chat_prompt(r["prompt"]) for r in sft + pairs if r.split == "dev"}
+    others = {chat_prompt(r["prompt"]) for r in sft + pairs if r.split != "dev"}
+    assert len(dev_prompts) == sum(r.split == "dev" for r in sft + pairs) and not dev_prompts & others
+    (train, test), (train_pairs, test_pairs) = seed_examples(), seed_pairs()
+    trained = {e.prompt for e in train + test} | {p.prompt for p in train_pairs + test_pairs}
+    assert dev_prompts and not dev_prompts & (trained | {p.prompt for p in refusal_probes()})
+
+
 def test_instruction_answers_have_the_shape_their_task_asks_for():
     """The checks `eval defaults` applies to the models' answers hold for the data's own answers."""
     for r in sft_records():

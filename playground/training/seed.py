@@ -1,5 +1,6 @@
 """The project's own training data in data/: instruction examples (data/sft) and preference pairs
-(data/preferences), in Japanese and English, each item marked train or test.
+(data/preferences), in Japanese and English, each item marked train, dev or test: training uses only train; dev
+compares candidate builds (`eval defaults --split dev`) so that test stays unseen until one is chosen.
 
 They train the shipped adapters (`make adapters`) and can be mixed into training on feedback (`--include-seed`).
 A malformed file names the file and line.
@@ -17,7 +18,7 @@ from playground.prompting.formats import render_gemma_chat
 from playground.training.data import END_OF_TURN, Example, Pair, Rated
 
 DATA_FOLDER = Path(__file__).resolve().parent.parent.parent / "data"
-SPLITS = ("train", "test")
+SPLITS = ("train", "dev", "test")
 AXES = ("helpful", "honest", "harmless")
 SFT_FIELDS = ("id", "lang", "task", "split", "prompt", "response")
 PREFERENCE_FIELDS = ("id", "lang", "axis", "split", "prompt", "chosen", "rejected")
