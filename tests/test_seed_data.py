@@ -34,8 +34,8 @@ def test_the_dev_split_covers_every_kind_and_shares_no_prompt_with_train_or_test
     dev_tasks = Counter((r["task"], r.lang) for r in sft if r.split == "dev")
     assert all(dev_tasks[(task, lang)] >= 1 for task in SFT_TASKS for lang in ("en", "ja"))
     dev_pairs = Counter((r["axis"], r.get("kind"), r.lang) for r in pairs if r.split == "dev")
-    assert all(dev_pairs[(axis, kind, lang)] >= 10 for axis, kind in (
-        ("helpful", None), ("honest", None), ("harmless", "harmful"), ("harmless", "lookalike")) for lang in ("en", "ja"))
+    kinds = (("helpful", None), ("honest", None), ("harmless", "harmful"), ("harmless", "lookalike"))
+    assert all(dev_pairs[(axis, kind, lang)] >= 10 for axis, kind in kinds for lang in ("en", "ja"))
     dev_prompts = {chat_prompt(r["prompt"]) for r in sft + pairs if r.split == "dev"}
     others = {chat_prompt(r["prompt"]) for r in sft + pairs if r.split != "dev"}
     assert len(dev_prompts) == sum(r.split == "dev" for r in sft + pairs) and not dev_prompts & others
