@@ -6,6 +6,7 @@ the mistakes it actually makes, which are what its greedy answers follow.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from playground.prompting.formats import END_OF_TURN
@@ -15,16 +16,16 @@ from playground.training.seed import Probe, refusal_probes
 
 # Which training prompts the policy answers (`--own-answers WHICH`). Pairs against its own answers to look-alikes
 # are what hold over-refusal down while the others push it to refuse (adapters/BUILDS.md).
+BALANCED = "balanced"
 PROBE_SETS = {
     "all": lambda probe: True,
-    "balanced": lambda probe: True,  # then cap_lookalikes
+    BALANCED: lambda probe: True,  # then cap_lookalikes
     "harmful": lambda probe: probe.harmful,
     "harmful-ja": lambda probe: probe.harmful and probe.lang == "ja",
 }
 
 ROWS = 12  # prompts per batched generate call
 MAX_NEW_TOKENS = 64  # a refusal says so in its first 160 characters (REFUSAL_WINDOW), well within 64 tokens
-BALANCED = "balanced"
 
 
 def probes_to_ask(which: str) -> list[Probe]:
@@ -57,13 +58,11 @@ def cap_lookalikes(wrong: list[tuple[Probe, Pair]]) -> list[Pair]:
     first ones, in probe order). A 270M policy's line between refusing and answering moves as one piece: pairs
     against its declined look-alikes teach it to answer harmful requests too, unless as many push the other way
     (adapters/BUILDS.md, "a balanced second round")."""
-    complied: dict[str, int] = {}
-    for probe, _ in wrong:
-        complied[probe.lang] = complied.get(probe.lang, 0) + probe.harmful
-    kept, declined = [], {}
+    complied = Counter(probe.lang for probe, _ in wrong if probe.harmful)
+    kept, declined = [], Counter()
     for probe, pair in wrong:
         if not probe.harmful:
-            declined[probe.lang] = declined.get(probe.lang, 0) + 1
+            declined[probe.lang] += 1
             if declined[probe.lang] > complied[probe.lang]:
                 continue
         kept.append(pair)

@@ -4,6 +4,7 @@ the exports, drawn as plain HTML (readable on a projector, no plotting library).
 from __future__ import annotations
 
 import atexit
+import functools
 import html
 import shutil
 import tempfile
@@ -108,13 +109,11 @@ def data_tab(store) -> None:
         headers=["id", "time", "variant", "prompt", "answer", "👍", "👎", "ideal answers"],
         interactive=False, wrap=True,
     )
-    made: list[Path] = []  # the export folder, made on the first refresh: an app never opened leaves none behind
-
+    @functools.cache  # made on the first refresh, once: an app killed before any refresh leaves no folder behind
     def export_folder() -> Path:
-        if not made:
-            made.append(Path(tempfile.mkdtemp(prefix="playground-exports-")))
-            atexit.register(shutil.rmtree, made[0], ignore_errors=True)
-        return made[0]
+        folder = Path(tempfile.mkdtemp(prefix="playground-exports-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        return folder
 
     def show():
         if store is None:
