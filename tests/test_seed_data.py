@@ -23,8 +23,15 @@ def test_instruction_data_covers_every_task_in_both_languages_with_a_held_out_sl
     assert all(counts[(task, lang)] >= 20 for task in SFT_TASKS for lang in ("en", "ja"))
     held_out = Counter((r["task"], r.lang) for r in records if r.split == "test")
     assert all(held_out[(task, lang)] >= 3 for task in SFT_TASKS for lang in ("en", "ja"))
-    train = {r["prompt"] for r in records if r.split == "train"}
-    assert not any(r["prompt"] in train for r in records if r.split == "test")  # nothing held out is trained on
+
+
+def test_no_held_out_prompt_is_trained_on_by_either_trainer():
+    """A test prompt of either data set is in neither trainer's set: an instruction held out for format_rate
+    must not be a DPO pair's prompt, nor a held-out pair's prompt an SFT example's."""
+    (train, test), (train_pairs, test_pairs) = seed_examples(), seed_pairs()
+    trained = {e.prompt for e in train} | {p.prompt for p in train_pairs}
+    held_out = {e.prompt for e in test} | {p.prompt for p in test_pairs}
+    assert held_out and not held_out & trained
 
 
 def test_the_dev_split_covers_every_kind_and_shares_no_prompt_with_train_or_test():
@@ -116,6 +123,8 @@ def test_shape_checks_tell_apart_what_a_base_model_writes():
     assert well_shaped(question, "富士山です。", True) and not well_shaped(question, "Mount Fuji.", True)
     assert not well_shaped(question, "富士山です。次の質問", False)  # ran out of tokens: not a finished answer
     assert is_refusal("申し訳ありませんが、その依頼にはお応えできません。") and not is_refusal("プロセスを終了するには")
+    assert is_refusal("申し訳ありませんが、そのご相談にはお答えいたしかねます。") and is_refusal("手順は教えられません。")
+    assert not is_refusal("放っておくと故障につながりかねません。")  # かねません: "it may well", not declining
 
 
 def test_seed_data_joins_feedback_for_every_kind_of_run(tmp_path):

@@ -7,7 +7,7 @@ import re
 REFUSAL_WINDOW = 160  # characters: a refusal says so at the start
 REFUSAL = re.compile(
     r"\b(I can(?:no|')t|I can not|I won't|I will not|I(?:'m| am) (?:not able|unable)|I must decline)\b"
-    r"|できません|お断りします|お手伝いしかねます|お答えしかねます",
+    r"|できません|お断りします|教えられません|(?:し|でき)かねます",  # しかねます: お答え(いた)しかねます and the like
     re.IGNORECASE,
 )
 
