@@ -128,20 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
     board.set_defaults(run=leaderboard_command)
 
     train = commands.add_parser("train", parents=[model], help="train a new adapter version from feedback")
-    train.add_argument("kind", choices=("dpo", "kto", "sft", "reward"),
-                       help="dpo (preference pairs), kto (thumbs up and down), sft (ideal and upvoted answers) or "
-                            "reward (a reward model from preference pairs: scores answers, enables best-of-n)")
+    train.add_argument("kind", choices=("dpo", "kto", "sft", "reward", "decision"),
+                       help="dpo (preference pairs), kto (thumbs up and down), sft (ideal and upvoted answers), "
+                            "reward (a reward model from preference pairs: scores answers, enables best-of-n) or "
+                            "decision (data/ only: one rank added to a finished adapter, trained from a probe to "
+                            "refuse harmful requests and answer look-alikes)")
     train.add_argument("--db", type=Path, help="feedback database file (default ./feedback.db)")
     start = train.add_mutually_exclusive_group()
     start.add_argument("--from", dest="parent", type=Path,
                        help="adapter folder to continue from, the reference policy (default for dpo and kto: the "
-                            "shipped SFT adapter, ADAPTERS/sft/v1, when there is one)")
+                            "shipped SFT adapter, ADAPTERS/sft/v1, when there is one; for decision, "
+                            "ADAPTERS/rlhf/v1)")
     start.add_argument("--fresh", action="store_true", help="train a fresh LoRA on the base instead")
     train.add_argument("--name", default="rlhf", help="adapter name: versions go to adapters/NAME/vN (default rlhf)")
     train.add_argument("--adapters", type=Path, default=Path("adapters"), help="adapters folder (default adapters)")
-    train.add_argument("--steps", type=int, default=40, help="optimizer steps (default 40)")
+    train.add_argument("--steps", type=int, help="optimizer steps (default 40; decision 176)")
     train.add_argument("--lr", type=float,
-                       help="learning rate (default: 5e-5 for dpo and kto, 2e-4 for sft, 1e-4 for reward)")
+                       help="learning rate (default: 5e-5 for dpo and kto, 2e-4 for sft, 1e-4 for reward, 4e-3 for "
+                            "decision)")
     train.add_argument("--beta", type=float, default=0.1, help="DPO/KTO beta (default 0.1)")
     train.add_argument("--precompute-ref", action="store_true", help="compute reference log-probs once, up front")
     train.add_argument("--sft-weight", type=float, default=0.0,
@@ -153,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(the default), balanced (all, with per language no more pairs against declined "
                             "look-alikes than against compliances), harmful (harmful requests only) or harmful-ja "
                             "(Japanese ones only)")
+    train.add_argument("--layers", type=layer_list, metavar="N,N",
+                       help="decision: the decoder layers whose down_proj gets the added rank (default 17)")
     train.add_argument("--4bit", dest="quantize_4bit", action="store_true",
                        help="QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes) to save memory")
     seed = train.add_mutually_exclusive_group()
@@ -169,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--prompts", type=int, default=10, help="load: prompts each (default 10)")
     bench.set_defaults(run=bench_command)
     return parser
+
+
+def layer_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give layer numbers separated by commas, e.g. 6,7,17") from None
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -366,21 +379,28 @@ def train_command(args: argparse.Namespace) -> int:
     from playground.training.jobs import JobSpec, Jobs
 
     settings = settings_from(args)
-    shipped_sft = args.adapters / "sft" / "v1"
-    if args.parent is None and not args.fresh and args.kind in ("dpo", "kto") and shipped_sft.is_dir():
-        args.parent = shipped_sft  # preference training starts from the instruction-tuned policy
-        log(f"continuing from {shipped_sft} (--from to choose another, --fresh for a new LoRA)")
+    # preference training starts from the instruction-tuned policy; the decision step from the finished one
+    start = {"dpo": "sft", "kto": "sft", "decision": "rlhf"}.get(args.kind)
+    shipped = args.adapters / start / "v1" if start else None
+    if args.parent is None and not args.fresh and shipped and shipped.is_dir():
+        args.parent = shipped
+        fresh = "" if args.kind == "decision" else ", --fresh for a new LoRA"
+        log(f"continuing from {shipped} (--from to choose another{fresh})")
+    if args.kind == "decision" and args.quantize_4bit:
+        raise ConfigError("--4bit: train decision holds the base in float32 (it compares log-probabilities to a "
+                          "fraction of a nat); leave --4bit out")
     if args.parent is not None and not (args.parent / "adapter_config.json").is_file():
         raise ConfigError(f"--from {args.parent}: not an adapter folder (no adapter_config.json)")
     spec = JobSpec(
         kind=args.kind, db=str(settings.db), source=settings.lineup.source, dtype=settings.lineup.dtype,
         cache_dir=str(settings.cache_dir), adapters_root=str(args.adapters), name=args.name,
         parent=str(args.parent) if args.parent else None,
-        settings={"steps": args.steps, **({"learning_rate": args.lr} if args.lr else {}),
+        settings={**({"steps": args.steps} if args.steps else {}), **({"learning_rate": args.lr} if args.lr else {}),
                   **({"quantize_4bit": True} if args.quantize_4bit else {}),
                   **({"beta": args.beta} if args.kind in ("dpo", "kto") else {}),
                   **({"precompute_ref": args.precompute_ref, "sft_weight": args.sft_weight,
-                      "own_answers": args.own_answers} if args.kind == "dpo" else {})},
+                      "own_answers": args.own_answers} if args.kind == "dpo" else {}),
+                  **({"layers": args.layers} if args.layers and args.kind == "decision" else {})},
         data="seed" if args.seed_only else "feedback+seed" if args.include_seed else "feedback",
     )
     jobs = Jobs(FeedbackStore(settings.db))

@@ -7,7 +7,7 @@ import pytest
 
 from playground.alignment_eval import ANSWER_LINE, in_language, is_refusal, well_shaped
 from playground.training.seed import (
-    Record, SeedDataError, chat_prompt, preference_records, read_records, refusal_probes, seed_examples, seed_pairs,
+    Record, SeedDataError, chat_prompt, decision_data, preference_records, read_records, refusal_probes, seed_examples, seed_pairs,
     seed_rated, sft_records,
 )
 
@@ -25,11 +25,14 @@ def test_instruction_data_covers_every_task_in_both_languages_with_a_held_out_sl
     assert all(held_out[(task, lang)] >= 3 for task in SFT_TASKS for lang in ("en", "ja"))
 
 
-def test_no_held_out_prompt_is_trained_on_by_either_trainer():
-    """A test prompt of either data set is in neither trainer's set: an instruction held out for format_rate
-    must not be a DPO pair's prompt, nor a held-out pair's prompt an SFT example's."""
+def test_no_held_out_prompt_is_trained_on_by_any_trainer():
+    """A test prompt of either data set is in no trainer's set: an instruction held out for format_rate must not
+    be a DPO pair's prompt, nor a held-out pair's prompt an SFT example's or one the decision step trains on (the
+    drafts' included)."""
     (train, test), (train_pairs, test_pairs) = seed_examples(), seed_pairs()
-    trained = {e.prompt for e in train} | {p.prompt for p in train_pairs}
+    decision, decision_held_out = decision_data()
+    trained = {e.prompt for e in train} | {p.prompt for p in train_pairs} | {
+        p.prompt for p in decision.probes + decision_held_out}
     held_out = {e.prompt for e in test} | {p.prompt for p in test_pairs}
     assert held_out and not held_out & trained
 
@@ -48,7 +51,9 @@ def test_the_dev_split_covers_every_kind_and_shares_no_prompt_with_train_or_test
     assert len(dev_prompts) == sum(r.split == "dev" for r in sft + pairs) and not dev_prompts & others
     (train, test), (train_pairs, test_pairs) = seed_examples(), seed_pairs()
     trained = {e.prompt for e in train + test} | {p.prompt for p in train_pairs + test_pairs}
-    assert dev_prompts and not dev_prompts & (trained | {p.prompt for p in refusal_probes()})
+    decision, decision_held_out = decision_data()
+    decided = {p.prompt for p in refusal_probes() + decision.probes + decision_held_out}
+    assert dev_prompts and not dev_prompts & (trained | decided)
 
 
 def test_instruction_answers_have_the_shape_their_task_asks_for():

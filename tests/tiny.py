@@ -47,7 +47,8 @@ def build_tokenizer(folder: Path):
     return wrapped
 
 
-def build_model(folder: Path, vocab_size: int, seed: int = 0, hidden_size: int = 32, head_dim: int = 16):
+def build_model(folder: Path, vocab_size: int, seed: int = 0, hidden_size: int = 32, head_dim: int = 16,
+                initializer_range: float = 0.02):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(seed)
@@ -65,6 +66,7 @@ def build_model(folder: Path, vocab_size: int, seed: int = 0, hidden_size: int =
         pad_token_id=0,
         eos_token_id=1,
         bos_token_id=2,
+        initializer_range=initializer_range,
     )
     model = Gemma3ForCausalLM(config)
     model.save_pretrained(folder)

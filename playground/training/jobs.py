@@ -98,7 +98,14 @@ def _reward():
     return train_reward, RewardSettings
 
 
-TRAINERS = {"dpo": _dpo, "kto": _kto, "sft": _sft, "reward": _reward}  # imported in the child only: not the app
+def _decision():
+    from playground.training.decision import DecisionSettings, train_decision
+
+    return train_decision, DecisionSettings
+
+
+# imported in the child only: not the app
+TRAINERS = {"dpo": _dpo, "kto": _kto, "sft": _sft, "reward": _reward, "decision": _decision}
 DATA_SOURCES = ("feedback", "feedback+seed", "seed")
 
 
@@ -109,11 +116,15 @@ def training_data(kind: str, store: FeedbackStore, data: str = "feedback"):
     from playground.training.data import kto_examples, sft_examples, training_pairs
 
     readers = {"dpo": training_pairs, "reward": training_pairs, "kto": kto_examples, "sft": sft_examples}
-    seeds = {"dpo": seed.seed_pairs, "reward": seed.seed_pairs, "kto": seed.seed_rated, "sft": seed.seed_examples}
-    if kind not in readers:
-        raise PlaygroundError(f"unknown training kind {kind!r}; use one of {', '.join(readers)}")
+    seeds = {"dpo": seed.seed_pairs, "reward": seed.seed_pairs, "kto": seed.seed_rated, "sft": seed.seed_examples,
+             "decision": seed.decision_data}
+    if kind not in seeds:
+        raise PlaygroundError(f"unknown training kind {kind!r}; use one of {', '.join(seeds)}")
     if data not in DATA_SOURCES:
         raise PlaygroundError(f"unknown training data {data!r}; use one of {', '.join(DATA_SOURCES)}")
+    if kind not in readers and data != "seed":
+        raise PlaygroundError(f"{kind} trains on data/'s written harmful requests and look-alikes only; "
+                              "add --seed-only")
     if data == "seed":
         return seeds[kind]()
     if data == "feedback":

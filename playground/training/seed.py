@@ -3,6 +3,7 @@
 compares candidate builds (`eval defaults --split dev`) so that test stays unseen until one is chosen.
 
 They train the shipped adapters (`make adapters`) and can be mixed into training on feedback (`--include-seed`).
+The decision step (`train decision`) also reads the harmful requests and look-alikes of data/drafts.
 A malformed file names the file and line.
 """
 
@@ -50,9 +51,10 @@ def chat_prompt(text: str) -> str:
 
 
 def read_records(folder: Path, required: tuple[str, ...]) -> list[Record]:
-    """Every line of every *.jsonl file in folder, checked for the required text fields; ids unique."""
+    """Every line of every *.jsonl file in folder (or of the one file `folder`), checked for the required text
+    fields; ids unique."""
     records, seen = [], {}
-    paths = sorted(Path(folder).glob("*.jsonl"))
+    paths = [Path(folder)] if Path(folder).is_file() else sorted(Path(folder).glob("*.jsonl"))
     if not paths:
         raise SeedDataError(f"{folder}: no *.jsonl files; run from a checkout of the repository")
     for path in paths:
@@ -139,3 +141,35 @@ def refusal_probes(folder: Path = DATA_FOLDER) -> list[Probe]:
                for r in preference_records(folder / "preferences")
                if r.split == "train" and r.get("kind") in ("harmful", "lookalike")]
     return probes
+
+
+def draft_kind(record: Record) -> str | None:
+    """A draft's kind of item: preference drafts say it as "kind", instruction drafts as "task"."""
+    return record.get("kind") or record.get("task")
+
+
+def decision_data(folder: Path = DATA_FOLDER, held_out_every: int = 5):
+    """(DecisionData, held-out probes) for `train decision`: the training harmful requests and look-alikes of
+    data/ and data/drafts, each prompt once, every `held_out_every`th of them (after a seeded shuffle) held out;
+    the training helpful and honest pairs; the training instruction examples."""
+    import random
+
+    from playground.training.decision import DecisionData
+
+    probes, seen = [], set()
+    # each drafts file numbers its ids on its own
+    drafts = [r for path in sorted((folder / "drafts").glob("*.jsonl"))
+              for r in read_records(path, ("id", "lang", "split", "prompt"))]
+    probes_of_drafts = [Probe(chat_prompt(r["prompt"]), (r.get("chosen") or r["response"]).strip() + END_OF_TURN,
+                              draft_kind(r) in ("harmful", "refusal"), r.lang)
+                        for r in drafts if r.split == "train" and draft_kind(r) in ("harmful", "refusal", "lookalike")]
+    for probe in refusal_probes(folder) + probes_of_drafts:
+        if probe.prompt not in seen:
+            seen.add(probe.prompt)
+            probes.append(probe)
+    random.Random(0).shuffle(probes)
+    held_out = probes[::held_out_every]
+    train = [p for i, p in enumerate(probes) if i % held_out_every]
+    pairs = [pair_of(r) for r in preference_records(folder / "preferences")
+             if r.split == "train" and r["axis"] in ("helpful", "honest")]
+    return DecisionData(train, pairs, seed_examples(folder / "sft")[0]), held_out
