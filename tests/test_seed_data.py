@@ -7,8 +7,8 @@ import pytest
 
 from playground.alignment_eval import ANSWER_LINE, in_language, is_refusal, well_shaped
 from playground.training.seed import (
-    Record, SeedDataError, chat_prompt, decision_data, preference_records, read_records, refusal_probes, seed_examples, seed_pairs,
-    seed_rated, sft_records,
+    Record, SeedDataError, chat_prompt, decision_data, preference_records, read_records, refusal_probes,
+    seed_examples, seed_pairs, seed_rated, sft_records,
 )
 
 SFT_TASKS = {"question", "explanation", "summary", "classification", "translation", "arithmetic", "rewriting",

@@ -75,17 +75,22 @@ def load_training_base(source: str, dtype: str, cache_dir: Path, progress: Progr
 
 def sequence_logp(model, tokenizer, prompt: str, completion: str) -> float:
     """log p(completion | prompt), summed over the completion's tokens."""
+    with torch.no_grad():
+        return float(completion_logps(model, tokenizer, prompt, completion).sum())
+
+
+def completion_logps(model, tokenizer, prompt: str, completion: str) -> torch.Tensor:
+    """log p of each of the completion's tokens given the prompt and the tokens before it (empty for an empty
+    completion); with gradients where they are on."""
     prompt_ids = tokenizer(prompt)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     if not completion_ids:
-        return 0.0
+        return torch.zeros(0)
     full = torch.tensor([prompt_ids + completion_ids], device=next(model.parameters()).device)  # (1, T)
-    with torch.no_grad():
-        # Only the positions that predict the completion go through the 262k-word output layer: position t predicts
-        # token t+1, so the last len(completion) + 1 positions, less the very last.
-        logits = model(input_ids=full, logits_to_keep=len(completion_ids) + 1).logits[0, :-1].float()
-    logps = torch.log_softmax(logits, dim=-1).gather(1, full[0, -len(completion_ids):, None])[:, 0]
-    return float(logps.sum())
+    # Only the positions that predict the completion go through the 262k-word output layer: position t predicts
+    # token t+1, so the last len(completion) + 1 positions, less the very last.
+    logits = model(input_ids=full, logits_to_keep=len(completion_ids) + 1).logits[0, :-1].float()
+    return torch.log_softmax(logits, dim=-1).gather(1, full[0, -len(completion_ids):, None])[:, 0]
 
 
 def implicit_reward(peft_model, tokenizer, prompt: str, completion: str, adapter: str | None) -> float:

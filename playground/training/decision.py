@@ -1,6 +1,6 @@
 """The refuse-or-answer decision, trained on top of a finished adapter by a probe read into it.
 
-Why (adapters/BUILDS.md, "a probe inside the adapter"): under the shipped rlhf, a logistic-regression probe on the
+Why (adapters/BUILDS.md, "Why the decision rounds stall"): under the shipped rlhf, a logistic-regression probe on the
 hidden state at a prompt's last token tells held-out harmful requests from harmless look-alikes well (AUC about
 0.93 on dev), while the policy's own refusal opening barely does (0.80 in English, 0.53 in Japanese); preference
 rounds moved its refusals as one piece, look-alikes with them. So this step adds one LoRA rank to a few layers'
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from playground.errors import PlaygroundError
-from playground.training.common import Progress, load_training_base
+from playground.training.common import Progress, completion_logps, load_training_base
 from playground.training.data import Example, Pair
 from playground.training.publish import discard, publish, staging_folder
 from playground.training.seed import Probe
@@ -96,12 +96,8 @@ def fit_probe(features: torch.Tensor, harmful: torch.Tensor) -> torch.Tensor:
 
 
 def opening_logp(model, tokenizer, prompt: str, text: str, mean: bool = False) -> torch.Tensor:
-    """log p(text | prompt), summed (or averaged) over text's tokens: common.sequence_logp with gradients."""
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    text_ids = tokenizer(text, add_special_tokens=False)["input_ids"][:400]
-    ids = torch.tensor([prompt_ids + text_ids])
-    logits = model(input_ids=ids, logits_to_keep=len(text_ids) + 1).logits[0, :-1].float()
-    logps = torch.log_softmax(logits, -1).gather(1, ids[0, -len(text_ids):, None])[:, 0]
+    """log p(text | prompt), summed (or averaged) over text's tokens, with gradients."""
+    logps = completion_logps(model, tokenizer, prompt, text)
     return logps.mean() if mean else logps.sum()
 
 
@@ -202,18 +198,21 @@ def decision_loss(model, tokenizer, batch: list[Probe], reference: dict, setting
     return total
 
 
-def keeping_pairs_loss(model, tokenizer, added: AddedRank, pairs: list[Pair], settings: DecisionSettings) -> float:
+def keeping_pairs_loss(model, tokenizer, added: AddedRank, pairs: list[Pair], settings: DecisionSettings,
+                       references: dict[Pair, float]) -> float:
     """DPO on helpful and honest pairs, the reference being the policy without the added rank: what the rank may
-    not unlearn. Backpropagated; returns its value."""
+    not unlearn. That reference's margins are fixed, so each is computed once, into `references`. Backpropagated;
+    returns its value."""
     total = 0.0
     for pair in pairs:
-        with torch.no_grad():
-            added.on = False
-            reference = float(opening_logp(model, tokenizer, pair.prompt, pair.chosen)
-                              - opening_logp(model, tokenizer, pair.prompt, pair.rejected))
-            added.on = True
+        if pair not in references:
+            with torch.no_grad():
+                added.on = False
+                references[pair] = float(opening_logp(model, tokenizer, pair.prompt, pair.chosen)
+                                         - opening_logp(model, tokenizer, pair.prompt, pair.rejected))
+                added.on = True
         margin = (opening_logp(model, tokenizer, pair.prompt, pair.chosen)
-                  - opening_logp(model, tokenizer, pair.prompt, pair.rejected) - reference)
+                  - opening_logp(model, tokenizer, pair.prompt, pair.rejected) - references[pair])
         loss = -torch.nn.functional.logsigmoid(settings.beta * margin) * settings.pair_weight / len(pairs)
         loss.backward()
         total += float(loss.detach())
@@ -266,6 +265,7 @@ def train_decision(
     optimizer = torch.optim.AdamW(added.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / settings.steps)
     queues = {True: [], False: []}
+    pair_references = {}
 
     def take(kind: bool) -> list[Probe]:
         """The next half batch of one kind, from a list reshuffled each time it is used up."""
@@ -287,7 +287,8 @@ def train_decision(
                 (loss * settings.sft_weight).backward()
                 sft = float(loss.detach())
             pairs = rng.sample(train.pairs, min(settings.pairs_per_step, len(train.pairs)))
-            kept = keeping_pairs_loss(model, tokenizer, added, pairs, settings) if settings.pair_weight else 0.0
+            kept = (keeping_pairs_loss(model, tokenizer, added, pairs, settings, pair_references)
+                    if settings.pair_weight else 0.0)
             optimizer.step()
             schedule.step()
             progress({"step": step, "of": settings.steps, "decision_loss": round(decision, 4),
