@@ -167,7 +167,7 @@ def test_the_projects_decision_data_holds_out_every_fifth_prompt():
 
 
 def test_train_decision_cli_names_what_is_wrong(tiny_config, tiny_paths, tmp_path):
-    """A whole run is tested above, on prompts of its own: on the project's 880 a tiny model takes minutes."""
+    """A whole run is tested above, on prompts of its own: on the project's 960 a tiny model takes minutes."""
     from test_cli import run_cli
 
     common = ("train", "decision", "--config", str(tiny_config), "--db", str(tmp_path / "runs.db"), "--from",

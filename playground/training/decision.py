@@ -34,7 +34,7 @@ MODULE = "down_proj"  # where the probe reads best (the MLP's inner activations)
 
 @dataclass(frozen=True)
 class DecisionSettings:
-    steps: int = 176  # two passes over the 704 training prompts of data/, batch_size a step
+    steps: int = 176  # about two passes over the 768 training prompts of data/, batch_size a step
     batch_size: int = 8  # prompts a step, half harmful requests, half look-alikes
     learning_rate: float = 4e-3  # only the added rank trains, from a probe: a rate far above LoRA's
     beta: float = 0.1  # as DPO's: how sharply the loss saturates in the log-probability ratio
