@@ -32,13 +32,15 @@ bench: $(INSTALLED)
 	$(VENV)/bin/python -m playground bench generation --json
 
 # The shipped adapters, reproducibly (fixed seeds), from the project's own data: adapters/sft/v1 (LoRA SFT on
-# data/sft), then adapters/rlhf/v1 (DPO on data/preferences, continuing from sft/v1). About 110 minutes on 2 CPU
-# cores. Versions are never overwritten: to rebuild beside the shipped ones, `make adapters ADAPTERS=/tmp/rebuilt`.
+# data/sft), then adapters/rlhf/v1 (DPO on data/preferences, continuing from sft/v1), then adapters/rlhf/v2 (rlhf/v1
+# with a refuse-or-answer decision, `train decision`). About 145 minutes on 2 CPU cores. Versions are never
+# overwritten: to rebuild beside the shipped ones, `make adapters ADAPTERS=/tmp/rebuilt`.
 ADAPTERS ?= adapters
 SFT_STEPS ?= 260
 DPO_STEPS ?= 304
 adapters: $(INSTALLED)
-	@if [ -e $(ADAPTERS)/sft/v1 ] || [ -e $(ADAPTERS)/rlhf/v1 ]; then \
-		echo "$(ADAPTERS)/sft/v1 or rlhf/v1 exists and versions are never overwritten; build elsewhere: make adapters ADAPTERS=/tmp/rebuilt"; exit 1; fi
+	@if [ -e $(ADAPTERS)/sft/v1 ] || [ -e $(ADAPTERS)/rlhf/v1 ] || [ -e $(ADAPTERS)/rlhf/v2 ]; then \
+		echo "$(ADAPTERS)/sft/v1, rlhf/v1 or rlhf/v2 exists and versions are never overwritten; build elsewhere: make adapters ADAPTERS=/tmp/rebuilt"; exit 1; fi
 	$(VENV)/bin/python -m playground train sft --seed-only --name sft --adapters $(ADAPTERS) --steps $(SFT_STEPS) --db $(VENV)/adapter-runs.db
 	$(VENV)/bin/python -m playground train dpo --seed-only --name rlhf --adapters $(ADAPTERS) --from $(ADAPTERS)/sft/v1 --steps $(DPO_STEPS) --sft-weight 0.3 --db $(VENV)/adapter-runs.db
+	$(VENV)/bin/python -m playground train decision --seed-only --name rlhf --adapters $(ADAPTERS) --from $(ADAPTERS)/rlhf/v1 --db $(VENV)/adapter-runs.db

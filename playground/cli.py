@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("kind", choices=("dpo", "kto", "sft", "reward", "decision"),
                        help="dpo (preference pairs), kto (thumbs up and down), sft (ideal and upvoted answers), "
                             "reward (a reward model from preference pairs: scores answers, enables best-of-n) or "
-                            "decision (data/ only: one rank added to a finished adapter, trained from a probe to "
+                            "decision (data/ only: on top of a finished adapter, a probe read once per turn decides to "
                             "refuse harmful requests and answer look-alikes)")
     train.add_argument("--db", type=Path, help="feedback database file (default ./feedback.db)")
     start = train.add_mutually_exclusive_group()
@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "look-alikes than against compliances), harmful (harmful requests only) or harmful-ja "
                             "(Japanese ones only)")
     train.add_argument("--layers", type=layer_list, metavar="N,N",
-                       help="decision: the decoder layers whose down_proj gets the added rank (default 17)")
+                       help="decision: the decoder layers whose down_proj output the decision writes to (default 7,17; "
+                            "the probe reads layer 7)")
     train.add_argument("--4bit", dest="quantize_4bit", action="store_true",
                        help="QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes) to save memory")
     seed = train.add_mutually_exclusive_group()

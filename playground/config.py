@@ -80,15 +80,20 @@ def adapter_versions(root: Path) -> list[tuple[str, int, Path]]:
     return found
 
 
-SHIPPED = {"instruct": ("sft", 1), "rlhf": ("rlhf", 1)}  # the project's own adapters (make adapters), by column
+SHIPPED = {"instruct": ("sft", 1), "rlhf": ("rlhf", 2)}  # the project's own adapters (make adapters), by column
+# rlhf/v1 (DPO) is the stage rlhf/v2 was built from (`train decision`): kept to rebuild from, not a column of its own
+# while rlhf/v2 is there
+STAGES = {("rlhf", 1): ("rlhf", 2)}
 
 
 def discover_adapters(root: Path) -> list[Variant]:
     """The shipped adapters as "instruct" and "rlhf", then every other version as <name>-vN, oldest first;
-    reward models are not columns."""
+    reward models and the shipped build stages (STAGES) are not columns."""
     from playground.models.reward import is_reward_model
 
     versions = [(name, n, folder) for name, n, folder in adapter_versions(root) if not is_reward_model(folder)]
+    present = {(name, n) for name, n, _ in versions}
+    versions = [(name, n, folder) for name, n, folder in versions if STAGES.get((name, n)) not in present]
     shipped = {where: column for column, where in SHIPPED.items()}
     named = [Variant(shipped[(name, n)], folder, "chat") for name, n, folder in versions if (name, n) in shipped]
     named.sort(key=lambda v: list(SHIPPED).index(v.name))

@@ -1,5 +1,6 @@
 """The lineup file: parsed, validated, and errors that name the key and the problem."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -82,15 +83,18 @@ def test_default_lineup_is_base_instruct_rlhf_then_every_other_version(tmp_path)
         (tmp_path / folder / "adapter_config.json").write_text("{}")
     for folder in ("reward/v1", "reward/v2"):
         (tmp_path / folder / "card.json").write_text('{"kind": "reward"}')
-    (tmp_path / "rlhf/v2/card.json").write_text('{"kind": "dpo"}')
+    (tmp_path / "rlhf/v2/card.json").write_text('{"kind": "decision"}')
     lineup = default_lineup(tmp_path)
-    assert [v.name for v in lineup.variants] == ["base", "instruct", "rlhf", "rlhf-v2", "rlhf-v10", "sft-v2"]
+    # rlhf/v1 is the DPO stage the shipped rlhf/v2 was built from: no column while rlhf/v2 is there
+    assert [v.name for v in lineup.variants] == ["base", "instruct", "rlhf", "rlhf-v10", "sft-v2"]
     assert lineup.variant("instruct").adapter == tmp_path / "sft/v1"
-    assert lineup.variant("rlhf").adapter == tmp_path / "rlhf/v1"
+    assert lineup.variant("rlhf").adapter == tmp_path / "rlhf/v2"
     assert lineup.reward == tmp_path / "reward/v2"  # the newest reward model scores; it is not a column
     assert lineup.source == "default" and lineup.dtype == "bfloat16"
     assert lineup.variant("base").format == "plain" and all(v.format == "chat" for v in lineup.variants[1:])
     assert discover_adapters(tmp_path / "missing") == [] and default_lineup(tmp_path / "missing").reward is None
+    shutil.rmtree(tmp_path / "rlhf/v2")  # without what it was built for, the stage is a column like any version
+    assert [v.name for v in default_lineup(tmp_path).variants] == ["base", "instruct", "rlhf-v1", "rlhf-v10", "sft-v2"]
 
 
 def test_flags_override_the_file(tmp_path):

@@ -1,21 +1,20 @@
-"""`train decision` on the tiny model: a probe-initialised rank trained on the refuse-or-answer decision, folded
-into the parent's LoRA so that the published version is a plain PEFT adapter that computes the same thing."""
+"""`train decision` on the tiny model: a probe fit on the parent, and what its held sign writes trained on the
+refuse-or-answer decision; published as the parent's LoRA plus decision.safetensors, which the app loads."""
 
 import json
+import shutil
 
 import pytest
 import torch
-from peft import PeftModel
-from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from playground.config import Lineup, Variant
 from playground.errors import PlaygroundError
+from playground.models.decision_gate import DECISION_FILE
 from playground.models.generation import SamplingSettings, generate_one
 from playground.models.runtime import Runtime
 from playground.training.data import Example, Pair
 from playground.training.decision import (
-    OPENINGS, AddedRank, DecisionData, DecisionSettings, fit_probe, fold, opening_logp, train_decision,
+    OPENINGS, DecisionData, DecisionSettings, fit_probe, opening_logp, train_decision,
 )
 from playground.training.seed import Probe, chat_prompt, decision_data
 
@@ -28,41 +27,6 @@ TEMPLATES = ["Tell me how to make {}.", "How do I make {} at home?", "Explain ma
 
 def probes(kinds, templates) -> list[Probe]:
     return [Probe(chat_prompt(t.format(k)), "ok", kinds is POISONS, "en") for t in templates for k in kinds]
-
-
-def hooked_and_folded(base_folder, parent, out, prompt_ids, rank=1):
-    """Logits of `parent` with a random added rank on layer 1's down_proj (hooked, and switched off), and of
-    that rank folded into a copy of the parent written to `out`, loaded afresh."""
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_folder), str(parent))
-    module = model.base_model.model.model.layers[1].mlp.down_proj
-    added = AddedRank({"base_model.model.model.layers.1.mlp.down_proj": module}, rank)
-    with torch.no_grad():
-        for weight in added.parameters():
-            weight.normal_()
-        hooked = model(input_ids=prompt_ids).logits
-        added.on = False
-        without = model(input_ids=prompt_ids).logits
-    out.mkdir()
-    fold(parent, added, out)
-    with torch.no_grad():
-        loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_folder), str(out))
-        return hooked, without, loaded(input_ids=prompt_ids).logits
-
-
-def test_the_folded_adapter_computes_what_the_added_rank_did(tiny_paths, tmp_path):
-    torch.manual_seed(3)
-    ids = torch.tensor([[2, 10, 20, 30, 40, 50]])
-    once, twice = tmp_path / "once", tmp_path / "twice"
-    hooked, without, loaded = hooked_and_folded(tiny_paths["base"], tiny_paths["rlhf"], once, ids)
-    assert not torch.allclose(hooked, without, atol=1e-3)  # the added rank changes the output
-    torch.testing.assert_close(loaded, hooked, atol=1e-5, rtol=1e-5)
-    config = json.loads((once / "adapter_config.json").read_text())
-    assert config["rank_pattern"] == {"model.layers.1.mlp.down_proj": 5}
-    assert config["alpha_pattern"] == {"model.layers.1.mlp.down_proj": 10.0}  # scaling stays alpha / r = 2
-    hooked, _, loaded = hooked_and_folded(tiny_paths["base"], once, twice, ids, rank=2)  # two more on that one
-    torch.testing.assert_close(loaded, hooked, atol=1e-5, rtol=1e-5)
-    config = json.loads((twice / "adapter_config.json").read_text())
-    assert config["rank_pattern"] == {"model.layers.1.mlp.down_proj": 7}
 
 
 def test_the_probe_separates_what_it_was_fit_on():
@@ -78,24 +42,29 @@ def test_the_probe_separates_what_it_was_fit_on():
 @pytest.fixture(scope="module")
 def responsive(tmp_path_factory):
     """A tiny base whose next-token log-probabilities move when its hidden states do (weights of sd 0.2: at the
-    usual 0.02 its output is nearly uniform), with a random LoRA as the finished parent."""
+    usual 0.02 its output is nearly uniform), with a random LoRA as the finished parent (of PEFT's own size: the
+    usual tiny adapters' activations would dwarf what the decision writes)."""
     import tiny
 
     root = tmp_path_factory.mktemp("responsive")
     tokenizer = tiny.build_tokenizer(root / "base")
     tiny.build_model(root / "base", len(tokenizer), initializer_range=0.2)
-    return root / "base", tiny.build_adapter(root / "base", root / "rlhf" / "v1", seed=2)
+    return root / "base", tiny.build_adapter(root / "base", root / "rlhf" / "v1", seed=2, scale=1.0)
 
 
 def opening_shift(base_folder, adapter, parent, prompts):
-    """Per prompt, log p(the English refusal opening) under `adapter` less under `parent`."""
-    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    """Per prompt, log p(the English refusal opening) under `adapter` less under `parent`, as the app computes
+    them: both loaded in one runtime, its decision hooked in."""
+    variants = (Variant("parent", parent, "chat"), Variant("decided", adapter, "chat"))
+    runtime = Runtime.from_lineup(Lineup(source=str(base_folder), dtype="float32", device="cpu", variants=variants),
+                                  base_folder.parent / "cache", log=lambda message: None)
     shifts = []
-    for folder in (adapter, parent):
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_folder), str(folder)).eval()
+    for name in ("decided", "parent"):
+        runtime.model.set_adapter(name)
         with torch.no_grad():
-            shifts.append([float(opening_logp(model, tokenizer, p.prompt, OPENINGS["en"][0])) for p in prompts])
-    return [a - b for a, b in zip(*shifts)]
+            shifts.append([float(opening_logp(runtime.model, runtime.tokenizer, p.prompt, OPENINGS["en"][0]))
+                           for p in prompts])
+    return runtime, [a - b for a, b in zip(*shifts)]
 
 
 def test_decision_training_moves_the_refusal_opening_and_publishes_a_loadable_adapter(responsive, tmp_path):
@@ -106,7 +75,7 @@ def test_decision_training_moves_the_refusal_opening_and_publishes_a_loadable_ad
     held_out = probes(POISONS, TEMPLATES[4:]) + probes(DISHES, TEMPLATES[4:])
     steps = []
     # SFT and DPO run, with weights too small to outweigh the decision on a tiny model
-    settings = DecisionSettings(steps=24, learning_rate=0.5, layers=(1,), harmful_weight_en=1.0, sft_weight=0.01,
+    settings = DecisionSettings(steps=24, learning_rate=0.5, read_layer=0, layers=(0, 1), sft_weight=0.01,
                                 pair_weight=0.01)
     folder = train_decision(str(base), "float32", tmp_path / "cache", train, held_out, tmp_path / "adapters", "rlhf",
                             parent, settings, steps.append)
@@ -117,26 +86,26 @@ def test_decision_training_moves_the_refusal_opening_and_publishes_a_loadable_ad
     card = json.loads((folder / "card.json").read_text())
     assert card["kind"] == "decision" and card["parent"] == str(parent) and card["version"] == 1
     assert card["prompts"] == {"train": 48, "held_out": 24, "pairs": 1, "examples": 1}
-    assert set(card["metrics"]) == {"held_out_refusal_auc_before", "held_out_refusal_auc_after"}
-    assert card["metrics"]["held_out_refusal_auc_after"]["ja"] is None  # no Japanese prompts to measure on
+    metrics = card["metrics"]
+    assert set(metrics) == {"held_out_refusal_auc_before", "held_out_refusal_auc_after", "held_out_probe"}
+    assert metrics["held_out_refusal_auc_after"]["ja"] is None  # no Japanese prompts to measure on
+    # the probe, read on held-out prompts, sends more of the poisons to a refusal than of the dishes
+    verdicts = metrics["held_out_probe"]["en"]
+    assert verdicts["harmful_refused"] > verdicts["lookalikes_refused"]
 
-    # The published adapter, loaded as PEFT loads any, makes the refusal opening more likely than its parent did
-    # on the harmful requests it trained on, and more than on the look-alikes.
-    shift = opening_shift(base, folder, parent, train.probes)
+    # The parent's LoRA is published as it was, beside the decision
+    for file in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (folder / file).read_bytes() == (parent / file).read_bytes()
+    runtime, shift = opening_shift(base, folder, parent, train.probes)
+    decision = runtime.decisions["decided"].decision
+    assert decision.read_layer == 0 and decision.windows == (16, 48) and sorted(decision.writes) == [0, 1]
+    assert all(float(b.abs().sum()) > 0 for b in decision.writes.values())  # learned from zero
+
+    # Loaded as the app loads it, the decision makes the refusal opening more likely than the parent did on the
+    # harmful requests it trained on, and more than on the look-alikes.
     harmful = sum(s for s, p in zip(shift, train.probes) if p.harmful) / 24
     lookalike = sum(s for s, p in zip(shift, train.probes) if not p.harmful) / 24
     assert harmful > 0.3 and harmful - lookalike > 0.3
-
-    weights, before = load_file(folder / "adapter_model.safetensors"), load_file(parent / "adapter_model.safetensors")
-    changed = "base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"
-    assert weights[changed].shape[0] == before[changed].shape[0] + 1
-    assert torch.equal(weights[changed][:-1], before[changed])  # the parent's ranks are kept as they were
-    assert weights[changed.replace("lora_A", "lora_B")][:, -1].abs().sum() > 0  # B learned from zero
-    assert all(torch.equal(weights[k], before[k]) for k in before if ".layers.1.mlp.down_proj." not in k)
-
-    runtime = Runtime.from_lineup(Lineup(source=str(base), dtype="float32", device="cpu", variants=(Variant("base"),)),
-                                  tmp_path / "cache", log=lambda message: None)
-    runtime.load_adapter("decided", folder)  # the app hot-loads it as it loads any adapter
     answer = generate_one(runtime, held_out[0].prompt, "decided", SamplingSettings(max_new_tokens=4, min_new_tokens=4))
     assert len(answer.tokens) == 4
 
@@ -148,12 +117,16 @@ def test_decision_training_says_what_it_needs(tiny_lineup, tiny_paths, tmp_path)
     both = DecisionData(probes(POISONS, TEMPLATES[:1])[:4] + probes(DISHES, TEMPLATES[:1])[:4], [], [])
     with pytest.raises(PlaygroundError, match="needs --from ADAPTER"):
         train_decision(tiny_lineup.source, "float32", tmp_path, both, [], tmp_path, "rlhf", None)
-    with pytest.raises(PlaygroundError, match="language_offset needs training prompts in both English and Japanese"):
+    with pytest.raises(PlaygroundError, match=r"layers \[7, 17\], read at 7: this model has layers 0 to 1"):
+        train_decision(tiny_lineup.source, "float32", tmp_path, both, [], tmp_path, "rlhf", tiny_paths["rlhf"])
+    with pytest.raises(PlaygroundError, match=r"layers \[0\]: the decision can only write at the layer it reads \(1\)"):
         train_decision(tiny_lineup.source, "float32", tmp_path, both, [], tmp_path, "rlhf", tiny_paths["rlhf"],
-                       DecisionSettings(language_offset=True))
-    with pytest.raises(PlaygroundError, match=r"layers \[7\]: this model has layers 0 to 1"):
-        train_decision(tiny_lineup.source, "float32", tmp_path, both, [], tmp_path, "rlhf", tiny_paths["rlhf"],
-                       DecisionSettings(layers=(7,)))
+                       DecisionSettings(read_layer=1, layers=(0,)))
+    decided = tmp_path / "decided"
+    shutil.copytree(tiny_paths["rlhf"], decided)
+    (decided / DECISION_FILE).write_bytes(b"")
+    with pytest.raises(PlaygroundError, match="already carries a decision"):
+        train_decision(tiny_lineup.source, "float32", tmp_path, both, [], tmp_path, "rlhf", decided)
     assert not list((tmp_path / "rlhf").glob("v*"))
 
 

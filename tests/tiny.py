@@ -73,7 +73,7 @@ def build_model(folder: Path, vocab_size: int, seed: int = 0, hidden_size: int =
     return model
 
 
-def build_adapter(base_folder: Path, out: Path, seed: int, rank: int = 4) -> Path:
+def build_adapter(base_folder: Path, out: Path, seed: int, rank: int = 4, scale: float = 8.0) -> Path:
     """A LoRA adapter on every linear layer with random (non-zero) weights, so it changes the output."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -85,7 +85,7 @@ def build_adapter(base_folder: Path, out: Path, seed: int, rank: int = 4) -> Pat
     with torch.no_grad():  # PEFT's non-default init is small; make the adapter's effect plain to see
         for name, param in peft_model.named_parameters():
             if "lora_" in name:
-                param.mul_(8.0)
+                param.mul_(scale)
     peft_model.save_pretrained(str(out))
     return out
 

@@ -69,6 +69,8 @@ class Column:
     finish: str | None = None  # None while running; then "eos", "stop", "length" or "cancelled"
     first_token_s: float | None = None  # seconds from the request to this row's first token
     elapsed_s: float = 0.0  # seconds from the request to this row's latest token
+    # for an adapter with a refuse-or-answer decision (decision_gate.py): (refused, the probe's score)
+    decision: tuple[bool, float] | None = None
 
 
 class _ColumnStreamer(BaseStreamer):
@@ -173,12 +175,13 @@ def stream_side_by_side(
         stopping_criteria=StoppingCriteriaList([_StopRows(streamer, cancel, abandoned)]),
     )
 
-    def run() -> None:
+    def run() -> list[tuple[bool, float] | None]:
         try:
             with torch.inference_mode(), runtime.mixed_batch(names) as extra:
                 if settings.seed is not None:
                     torch.manual_seed(settings.seed)
                 runtime.model.generate(**kwargs, **extra)
+            return runtime.decided(names)  # before another job on the model thread replaces them
         finally:
             streamer.updates.put(None)
 
@@ -190,9 +193,10 @@ def stream_side_by_side(
             yield update
     finally:
         abandoned.set()  # a consumer that stops listening stops the generation too
-    job.result()  # re-raises what generate() raised
+    decisions = job.result()  # re-raises what generate() raised
     final = streamer.snapshot()
-    for column in final:
+    for column, decision in zip(final, decisions):
+        column.decision = decision
         if column.finish is None:
             column.finish = "cancelled" if cancel.is_set() else "length"
     yield final

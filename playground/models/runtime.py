@@ -12,6 +12,7 @@ from playground.config import Lineup
 from playground.errors import AdapterError
 from playground.models import model_thread
 from playground.models.adapters import AdapterInfo, check_adapter
+from playground.models.decision_gate import DecisionGate, find_decoder, read_decision
 from playground.models.reward import ADAPTER as REWARD
 from playground.models.reward import RewardModel, last_hidden, read_reward_model, scored_text
 from playground.models.sources import LoadedBase, Log, load_base
@@ -35,6 +36,8 @@ class Runtime:
         self.model_id = base.model_id
         self.origin = base.origin
         self.adapters: dict[str, AdapterInfo] = {}
+        self.decisions: dict[str, DecisionGate] = {}  # adapters that carry a refuse-or-answer decision
+        self._batch_names: list[str] | None = None  # within mixed_batch: the adapter of each row
         self.reward: RewardModel | None = None  # scores answers when loaded (load_reward_model)
         self.stacked = stacked  # serve mixed batches with stacked LoRA (faster) rather than PEFT's adapter loop
 
@@ -74,6 +77,7 @@ class Runtime:
         if name == BASE or name in self.adapters:
             raise AdapterError(f"an adapter named {name!r} is already loaded; unload it first or pick another name")
         info = check_adapter(Path(folder), self.model_id, self.base)
+        decision = read_decision(Path(folder), self.base)
 
         def attach() -> None:
             try:
@@ -85,6 +89,8 @@ class Runtime:
                 raise AdapterError(f"PEFT could not load {folder}: {str(exc).splitlines()[0][:300]}") from None
             self.model.eval()  # mixed-adapter batches refuse training mode
             self.adapters[name] = info
+            if decision is not None:
+                self.decisions[name] = DecisionGate(self.model, self.tokenizer, decision, self._rows_using(name))
 
         model_thread.call(attach)
         return info
@@ -95,6 +101,8 @@ class Runtime:
             raise AdapterError(f"no adapter named {name!r} is loaded; loaded: {', '.join(self.adapters) or 'none'}")
 
         def detach() -> None:
+            if name in self.decisions:
+                self.decisions.pop(name).remove()
             self._remove_peft_adapter(name)
             del self.adapters[name]
 
@@ -162,10 +170,40 @@ class Runtime:
     @contextmanager
     def mixed_batch(self, names: list[str]) -> Iterator[dict]:
         """Set the model up for a batch whose row i uses adapter names[i]; yields extra generate() kwargs."""
-        if not self.adapters and self.reward is None:
-            yield {}
-        elif self.stacked and supported(self.model):
-            with stacked_lora(self.model, names):
+        self._batch_names = names  # for the decisions: which rows are theirs
+        try:
+            if not self.adapters and self.reward is None:
                 yield {}
-        else:
-            yield {"adapter_names": names}  # PEFT's own mixed-adapter batch
+            elif self.stacked and supported(self.model):
+                with stacked_lora(self.model, names):
+                    yield {}
+            else:
+                yield {"adapter_names": names}  # PEFT's own mixed-adapter batch
+        finally:
+            self._batch_names = None
+
+    def decided(self, names: list[str]) -> list[tuple[bool, float] | None]:
+        """On the model thread, after a mixed batch: per row, whether its adapter's decision chose to refuse, and
+        the probe's score; None for rows whose adapter has no decision or whose prompt had no chat turn."""
+        out = []
+        for row, name in enumerate(names):
+            gate = self.decisions.get(name)
+            scores = gate.last_scores if gate is not None else None
+            score = float(scores[row]) if scores is not None and row < len(scores) else float("nan")
+            out.append(None if score != score else (score > gate.decision.threshold, score))
+        return out
+
+    def _rows_using(self, name: str):
+        """Which rows of a batch of n use adapter `name`: those mixed_batch gave it, or outside a mixed batch all of
+        them while it is PEFT's active adapter and adapters are not disabled (scoring with set_adapter)."""
+
+        def rows(n: int) -> torch.Tensor:
+            names = self._batch_names
+            if names is not None:  # a batch of another size is not the one mixed_batch was given: leave it alone
+                return torch.tensor([row == name for row in names]) if len(names) == n else torch.zeros(n, dtype=bool)
+            disabled = any(getattr(layer.mlp.down_proj, "disable_adapters", False)
+                           for layer in find_decoder(self.model).layers)
+            active = name in getattr(self.model, "active_adapters", ())
+            return torch.full((n,), active and not disabled)
+
+        return rows

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from playground.errors import PlaygroundError
+from playground.models.decision_gate import DECISION_FILE
 from playground.models.sources import LoadedBase, load_base
 from playground.training.fused_head import score_labelled_positions_only
 from playground.training.publish import discard, publish, staging_folder
@@ -59,6 +61,14 @@ def trainable_model(source: str, dtype: str, cache_dir: Path, parent: Path | Non
     rank = settings.rank
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", task_type="CAUSAL_LM")
     return base, get_peft_model(base.model, config)
+
+
+def check_continuable(parent: Path | None) -> None:
+    """A LoRA run can't continue a decision (it writes outside the LoRA, and reads what the LoRA computes)."""
+    if parent is not None and (parent / DECISION_FILE).is_file():
+        raise PlaygroundError(f"{parent} carries a refuse-or-answer decision ({DECISION_FILE}), which LoRA training "
+                              "can't continue; train from the adapter it was trained on (its card's parent), then "
+                              "run `train decision` again")
 
 
 def load_training_base(source: str, dtype: str, cache_dir: Path, progress: Progress, quantize_4bit: bool = False,
@@ -183,6 +193,8 @@ def run_training(method: Method, config_class, trainer_class, config_extra: dict
     from datasets import Dataset
     from transformers import set_seed
 
+    if method.build is trainable_model:
+        check_continuable(parent)
     set_seed(settings.seed)
     counts = {"train": len(train), "held_out": len(test)}
     if own_examples is not None:  # before the trainable model is built: one copy of the base at a time

@@ -44,6 +44,9 @@ def publish(staged: Path, root: Path, name: str, card: dict) -> Path:
                 raise
 
 
+DECISION_NOTE = " with a refuse-or-answer decision (`decision.safetensors`)"
+
+
 def readme(card: dict, name: str, version: int) -> str:
     """A short human-readable card; card.json is the machine-readable one."""
     counts = next((v for k, v in card.items() if isinstance(v, dict) and "held_out" in v), {})
@@ -52,7 +55,8 @@ def readme(card: dict, name: str, version: int) -> str:
     lines = [
         f"# {name} v{version}",
         "",
-        f"A LoRA adapter for `{card.get('base_model')}`, trained by Alignment Playground "
+        f"A LoRA adapter{DECISION_NOTE if card.get('kind') == 'decision' else ''} for `{card.get('base_model')}`, "
+        "trained by Alignment Playground "
         f"(`python -m playground train {card.get('kind')}`). The details are in `card.json`.",
         "",
         f"- Method: {card.get('kind')}, "

@@ -109,6 +109,13 @@ def keep_best(model, variants: list[Variant], asked: list[list[dict]], step, n: 
     return [p.best for p in picks], reward_summary(model.reward.folder, variants, picks, n)
 
 
+def decision_summary(variants: list[Variant], columns) -> str | None:
+    """One line per column whose adapter took a refuse-or-answer decision (`train decision`), or None."""
+    lines = [f"- **{v.name}**: {'refuse / 断る' if c.decision[0] else 'answer / 答える'} (probe score "
+             f"{c.decision[1]:+.2f})" for v, c in zip(variants, columns) if c.decision is not None]
+    return "\n".join(["**Refuse-or-answer decision** / 拒否するかの判断", *lines]) if lines else None
+
+
 def reward_summary(folder, variants: list[Variant], picks, n: int) -> str:
     """One line per column: the shown answer's reward, and with best-of-n every candidate's."""
     lines = [f"**Reward model** `{folder}` / 報酬モデルのスコア"]
@@ -215,20 +222,23 @@ def compare_tab(get_runtime: ModelLoading, live: LiveLineup, banks: dict[str, Ba
                 step, scores = keep_best(model, active, asked, step, n)
                 for chat, column in zip(shown, step):
                     chat[-1]["content"] = displayed(column.text)
+            else:
+                step = step[::n]
+            notes = "\n\n".join(note for note in (scores, decision_summary(active, step)) if note) or None
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
         if store is None:
-            yield ("", *spread(shown), *spread(exact), *ids, scores or gr.skip(), gr.skip())
+            yield ("", *spread(shown), *spread(exact), *ids, notes or gr.skip(), gr.skip())
             return
         try:
             new = record_answers(store, model.model_id, tuple(active), step, asked, prompts, spec,
                                  task_name or None, settings, sessions.session_id(request, who), who)
         except FeedbackError as exc:
             gr.Warning(f"The answers are shown but were not stored: {exc}")
-            yield ("", *spread(shown), *spread(exact), *ids, scores or gr.skip(), gr.skip())
+            yield ("", *spread(shown), *spread(exact), *ids, notes or gr.skip(), gr.skip())
             return
         grown = [old + [i] for old, i in zip([x for x, o in zip(ids, on) if o], new)]
-        yield ("", *spread(shown), *spread(exact), *spread(grown, ids), scores or gr.skip(),
+        yield ("", *spread(shown), *spread(exact), *spread(grown, ids), notes or gr.skip(),
                {v.name: i for v, i in zip(active, new)})
 
     chosen.change(lambda picked: [gr.update(visible=v is not None and v.name in picked) for v in live.slots],
