@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -189,20 +190,20 @@ class Runtime:
         for row, name in enumerate(names):
             gate = self.decisions.get(name)
             scores = gate.last_scores if gate is not None else None
-            score = float(scores[row]) if scores is not None and row < len(scores) else float("nan")
-            out.append(None if score != score else (score > gate.decision.threshold, score))
+            score = float(scores[row]) if scores is not None and row < len(scores) else math.nan
+            out.append(None if math.isnan(score) else (score > gate.decision.threshold, score))
         return out
 
     def _rows_using(self, name: str):
         """Which rows of a batch of n use adapter `name`: those mixed_batch gave it, or outside a mixed batch all of
         them while it is PEFT's active adapter and adapters are not disabled (scoring with set_adapter)."""
+        layers = find_decoder(self.base).layers  # found once: PEFT wraps the linear layers inside, never these
 
         def rows(n: int) -> torch.Tensor:
             names = self._batch_names
             if names is not None:  # a batch of another size is not the one mixed_batch was given: leave it alone
                 return torch.tensor([row == name for row in names]) if len(names) == n else torch.zeros(n, dtype=bool)
-            disabled = any(getattr(layer.mlp.down_proj, "disable_adapters", False)
-                           for layer in find_decoder(self.model).layers)
+            disabled = any(getattr(layer.mlp.down_proj, "disable_adapters", False) for layer in layers)
             active = name in getattr(self.model, "active_adapters", ())
             return torch.full((n,), active and not disabled)
 

@@ -222,8 +222,6 @@ def compare_tab(get_runtime: ModelLoading, live: LiveLineup, banks: dict[str, Ba
                 step, scores = keep_best(model, active, asked, step, n)
                 for chat, column in zip(shown, step):
                     chat[-1]["content"] = displayed(column.text)
-            else:
-                step = step[::n]
             notes = "\n\n".join(note for note in (scores, decision_summary(active, step)) if note) or None
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
